@@ -1,0 +1,75 @@
+/**
+ * How commands print. Every command produces data first and renders it second, so text for
+ * people and `--output-format json|json-pretty` for scripts come from the same value.
+ */
+import { BurrowError } from '../lib/errors.js';
+
+export const OUTPUT_FORMATS = ['text', 'json', 'json-pretty'] as const;
+export type OutputFormat = (typeof OUTPUT_FORMATS)[number];
+
+export function parseOutputFormat(value: string): OutputFormat {
+  if ((OUTPUT_FORMATS as readonly string[]).includes(value)) return value as OutputFormat;
+  throw new BurrowError(
+    'INVALID_ARGUMENT',
+    `--output-format must be one of ${OUTPUT_FORMATS.join(', ')}, got ${JSON.stringify(value)}`,
+  );
+}
+
+/** JSON with Uint8Array fields shown as hex and bigints as numbers or strings, so any result can be printed. */
+export function toJsonText(value: unknown, pretty: boolean): string {
+  return JSON.stringify(
+    value,
+    (_key, v: unknown) => {
+      if (v instanceof Uint8Array) return Buffer.from(v).toString('hex');
+      if (typeof v === 'bigint') return Number.isSafeInteger(Number(v)) ? Number(v) : v.toString();
+      return v;
+    },
+    pretty ? 2 : undefined,
+  );
+}
+
+export interface Printer {
+  readonly format: OutputFormat;
+  /** Print a result: `text` renders it for people, JSON formats print the value itself. */
+  result<T>(value: T, renderText: (value: T) => string): void;
+  /** A line for people only (progress, notes); goes to stderr in JSON mode so stdout stays parseable. */
+  info(line: string): void;
+}
+
+export function createPrinter(
+  format: OutputFormat,
+  out: NodeJS.WritableStream = process.stdout,
+  err: NodeJS.WritableStream = process.stderr,
+): Printer {
+  return {
+    format,
+    result(value, renderText) {
+      const text =
+        format === 'text' ? renderText(value) : toJsonText(value, format === 'json-pretty');
+      out.write(text.endsWith('\n') ? text : `${text}\n`);
+    },
+    info(line) {
+      (format === 'text' ? out : err).write(`${line}\n`);
+    },
+  };
+}
+
+/** Align "key: value" rows for text output. */
+export function renderKeyValues(
+  rows: ReadonlyArray<readonly [string, string | number | boolean]>,
+): string {
+  const width = Math.max(0, ...rows.map(([k]) => k.length));
+  return rows.map(([k, v]) => `${`${k}:`.padEnd(width + 2)}${String(v)}`).join('\n');
+}
+
+/** 1536 → "1.50 KiB": sizes for people, binary units as PBS shows them. */
+export function humanBytes(bytes: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
+  let value = bytes;
+  let unit = 0;
+  while (Math.abs(value) >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return unit === 0 ? `${bytes} B` : `${value.toFixed(2)} ${units[unit]}`;
+}
