@@ -87,6 +87,18 @@ export const ERROR_CODES = {
   INVALID_DIGEST: code(EXIT.usage, 400, 'A digest is not 64 lowercase hex characters.'),
   INVALID_FINGERPRINT: code(EXIT.usage, 400, 'A fingerprint is not 32 colon-separated hex bytes.'),
 
+  // Datastore, locks and tasks (pbs-formats §1, §2, §6-§9)
+  LOCKED: code(EXIT.conflict, 409, 'A lock is held by another operation or process; retry when it has finished.'),
+  ALREADY_EXISTS: code(EXIT.conflict, 409, 'The object to create exists already.'),
+  DATASTORE_INVALID: code(EXIT.corrupt, 400, 'A directory is not a valid datastore (layout, permissions) or not empty.'),
+  CHUNK_CONFLICT: code(EXIT.corrupt, 400, 'A chunk upload conflicts with the stored chunk of the same digest (encrypted vs plain).'),
+  PROTECTED: code(EXIT.conflict, 409, 'The snapshot is protected and cannot be removed.'),
+  PERMISSION_DENIED: code(EXIT.denied, 403, 'The caller may not do this (owner or privilege check failed).'),
+  NOT_EMPTY: code(EXIT.conflict, 409, 'A namespace, group or directory still holds content.'),
+  TASK_ABORTED: code(EXIT.failure, 500, 'The task was aborted on request.'),
+  GC_ATIME_CHECK_FAILED: code(EXIT.failure, 500, 'The filesystem does not keep access times set by utimensat; GC would be unsafe.'),
+  NATIVE_UNAVAILABLE: code(EXIT.failure, 500, "Burrow's native helper (flock, fcntl, utimensat) is not built; run npm ci."),
+
   // Configuration (pbs-formats §10)
   SECTION_CONFIG_SYNTAX: code(EXIT.usage, 400, 'A section-config file has a syntax error (bad header or property line).'),
   SECTION_CONFIG_INVALID: code(EXIT.usage, 400, 'A section-config file has an unknown, duplicate, missing or invalid property.'),
