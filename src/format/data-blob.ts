@@ -13,7 +13,7 @@
  * faulting in two fresh 4 MiB buffers per blob instead of one. CryptConfig.encrypt/decrypt copy
  * their output once more, so this module drives the cipher itself with CryptConfig's key.
  */
-import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { crc32 } from 'node:zlib';
 import { BurrowError } from '../lib/errors.js';
 import { asBuffer, toHex } from '../lib/bytes.js';
@@ -175,18 +175,8 @@ export function verifyBlobCrc(raw: Uint8Array): void {
 }
 
 // ---------------------------------------------------------------------------------------------
-// AES-256-GCM in pieces, straight into (or out of) the blob buffer.
-
-const PIECE = 256 * 1024;
-
-function checkIv(iv: Uint8Array): void {
-  if (iv.byteLength !== GCM_IV_SIZE) {
-    throw new BurrowError(
-      'INVALID_ARGUMENT',
-      `a blob IV has ${GCM_IV_SIZE} bytes, got ${iv.byteLength}`,
-    );
-  }
-}
+// AES-256-GCM runs in CryptConfig, straight into (or out of) the blob buffer; the CRC is
+// taken piece by piece on the way, while each piece is in cache.
 
 /** Encrypt `src` into `out` at `offset`; returns the tag and the CRC32 of the ciphertext. */
 function encryptInto(
@@ -196,34 +186,16 @@ function encryptInto(
   out: Uint8Array,
   offset: number,
 ): { tag: Uint8Array; crc: number } {
-  const cipher = createCipheriv('aes-256-gcm', crypt.encKey, iv, { authTagLength: GCM_TAG_SIZE });
   let crc = 0;
-  let pos = offset;
-  for (let start = 0; start < src.byteLength; start += PIECE) {
-    const piece = cipher.update(asBuffer(src.subarray(start, start + PIECE)));
-    out.set(piece, pos);
+  const tag = crypt.encryptInto(iv, src, out, offset, (piece) => {
     crc = crc32(piece, crc);
-    pos += piece.byteLength;
-  }
-  const last = cipher.final();
-  if (last.byteLength > 0) {
-    out.set(last, pos);
-    crc = crc32(last, crc);
-    pos += last.byteLength;
-  }
-  if (pos !== offset + src.byteLength) {
-    throw new BurrowError(
-      'INTERNAL',
-      `AES-GCM produced ${pos - offset} bytes for ${src.byteLength}`,
-    );
-  }
-  return { tag: cipher.getAuthTag(), crc };
+  });
+  return { tag, crc };
 }
 
 /**
- * Decrypt `ciphertext` into `out` (which has room for it) and authenticate it. With `checkCrc`, the
- * ciphertext CRC is taken piece by piece on the way (while the piece is in cache) and a mismatch
- * wins over a GCM failure, exactly as if the CRC had been checked first.
+ * Decrypt `ciphertext` into `out` (which has room for it) and authenticate it. With `checkCrc`, a
+ * CRC mismatch wins over a GCM failure, exactly as if the CRC had been checked first.
  */
 function decryptInto(
   crypt: CryptConfig,
@@ -232,38 +204,25 @@ function decryptInto(
   out: Uint8Array,
   checkCrc: boolean,
 ): void {
-  const iv = header.iv!;
-  const tag = header.tag!;
   let crc = 0;
-  let pos = 0;
-  let authFailure: unknown;
+  let authFailure: BurrowError | undefined;
   try {
-    const decipher = createDecipheriv('aes-256-gcm', crypt.encKey, iv, {
-      authTagLength: GCM_TAG_SIZE,
-    });
-    decipher.setAuthTag(asBuffer(tag));
-    for (let start = 0; start < ciphertext.byteLength; start += PIECE) {
-      const input = ciphertext.subarray(start, start + PIECE);
-      if (checkCrc) crc = crc32(input, crc);
-      const piece = decipher.update(asBuffer(input));
-      out.set(piece, pos);
-      pos += piece.byteLength;
-    }
-    const last = decipher.final();
-    out.set(last, pos);
-  } catch (cause) {
-    authFailure = cause;
+    // (CryptConfig never passes an empty piece, so the zlib.crc32 quirk noted there cannot bite.)
+    crypt.decryptInto(
+      header.iv!,
+      header.tag!,
+      ciphertext,
+      out,
+      checkCrc ? (piece) => (crc = crc32(piece, crc)) : undefined,
+    );
+  } catch (error) {
+    authFailure =
+      error instanceof BurrowError
+        ? error
+        : new BurrowError('BLOB_DECRYPT_FAILED', 'AES-GCM decryption failed', { cause: error });
   }
   if (checkCrc && crc !== header.crc) throw crcMismatch(header.crc, crc, header.headerSize);
-  if (authFailure !== undefined) {
-    throw new BurrowError(
-      'BLOB_DECRYPT_FAILED',
-      'AES-GCM authentication of the blob failed: wrong key or damaged data',
-      {
-        cause: authFailure,
-      },
-    );
-  }
+  if (authFailure !== undefined) throw authFailure;
 }
 
 /** Decrypted zstd frames are consumed at once; keeping their buffer avoids faulting in fresh pages. */
@@ -325,7 +284,6 @@ export function encodeBlob(data: Uint8Array, options: EncodeBlobOptions = {}): U
   }
 
   const blobIv = iv ?? randomBytes(GCM_IV_SIZE);
-  checkIv(blobIv);
   const plaintext = compressed ? frame : data;
   const out = allocUninitialized(ENCRYPTED_BLOB_HEADER_SIZE + plaintext.byteLength);
   const { tag, crc } = encryptInto(crypt, blobIv, plaintext, out, ENCRYPTED_BLOB_HEADER_SIZE);
