@@ -1,3 +1,4 @@
+import { fileURLToPath } from 'node:url';
 import { createHash } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 import { copyFile, mkdir, mkdtemp, open, rm, writeFile } from 'node:fs/promises';
@@ -11,7 +12,13 @@ import { encodeDynamicIndex } from '../format/dynamic-index.js';
 import { encodeFixedIndex, encodeFixedIndexHeader } from '../format/fixed-index.js';
 import { indexKindOfFile, readIndexFile } from './index-file.js';
 
-const FIXTURE = '/work/shared/fixtures/pbs-upstream/backup-client-pxar-data.ppxar.didx';
+// The shared fixtures sit beside the repository (../shared), in CI as on a developer's machine.
+const FIXTURE = fileURLToPath(
+  new URL(
+    '../../../shared/fixtures/pbs-upstream/backup-client-pxar-data.ppxar.didx',
+    import.meta.url,
+  ),
+);
 const UUID = new Uint8Array(16).fill(9);
 const sha256 = (bytes: Uint8Array): Uint8Array =>
   new Uint8Array(createHash('sha256').update(bytes).digest());

@@ -1,3 +1,4 @@
+import { fileURLToPath } from 'node:url';
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
@@ -8,7 +9,13 @@ import type { ErrorCode } from '../lib/errors.js';
 import { DynamicIndex, decodeDynamicIndexHeader, encodeDynamicIndex } from './dynamic-index.js';
 import type { DynamicIndexEntry } from './dynamic-index.js';
 
-const FIXTURE = '/work/shared/fixtures/pbs-upstream/backup-client-pxar-data.ppxar.didx';
+// The shared fixtures sit beside the repository (../shared), in CI as on a developer's machine.
+const FIXTURE = fileURLToPath(
+  new URL(
+    '../../../shared/fixtures/pbs-upstream/backup-client-pxar-data.ppxar.didx',
+    import.meta.url,
+  ),
+);
 
 const hex = (s: string): Uint8Array => Uint8Array.from(Buffer.from(s, 'hex'));
 const sha256 = (...parts: Uint8Array[]): Uint8Array => {
