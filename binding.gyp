@@ -1,0 +1,10 @@
+{
+  "targets": [
+    {
+      "target_name": "burrow_fs",
+      "sources": ["native/burrow_fs.c"],
+      "defines": ["NAPI_VERSION=8"],
+      "cflags": ["-Wall", "-Wextra", "-O2"]
+    }
+  ]
+}

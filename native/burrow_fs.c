@@ -1,0 +1,245 @@
+/*
+ * burrow_fs: the few Linux file calls Node does not expose and Burrow needs to share a datastore
+ * with Proxmox Backup Server (pbs-formats §2.4, §2.6, §6.7):
+ *   fcntlSetLock(fd, kind)      POSIX record lock on the whole file, F_SETLK (never waits)
+ *   flockNonBlocking(fd, kind)  flock(2) with LOCK_NB (never waits)
+ *   touchAtime(path)            utimensat: atime = now, mtime untouched, symlinks not followed
+ *   syncfs(fd)                  syncfs(2), on the calling thread
+ *   syncfsAsync(fd, callback)   syncfs(2) on the libuv thread pool, callback(errno)
+ *
+ * Every function reports failure as a plain errno number (0 = done) or a boolean for "would
+ * block", so all policy and all error objects live in TypeScript (src/lib/native-fs.ts). Nothing
+ * here blocks the event loop for long: the lock calls are non-blocking and callers poll.
+ */
+#define _GNU_SOURCE
+#ifndef NAPI_VERSION
+#define NAPI_VERSION 8
+#endif
+#include <node_api.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define CHECK(call)                                                                                                    \
+  do {                                                                                                                 \
+    if ((call) != napi_ok) return NULL;                                                                                \
+  } while (0)
+
+static napi_value make_int(napi_env env, int value) {
+  napi_value result;
+  if (napi_create_int32(env, value, &result) != napi_ok) return NULL;
+  return result;
+}
+
+static int get_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
+  size_t argc = want;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return 0;
+  if (argc < want) {
+    napi_throw_type_error(env, NULL, "burrow_fs: missing argument");
+    return 0;
+  }
+  return 1;
+}
+
+static int get_fd(napi_env env, napi_value value, int *fd) {
+  if (napi_get_value_int32(env, value, fd) != napi_ok || *fd < 0) {
+    napi_throw_type_error(env, NULL, "burrow_fs: fd must be a non-negative integer");
+    return 0;
+  }
+  return 1;
+}
+
+static int get_small_int(napi_env env, napi_value value, int *out) {
+  if (napi_get_value_int32(env, value, out) != napi_ok) {
+    napi_throw_type_error(env, NULL, "burrow_fs: expected an integer");
+    return 0;
+  }
+  return 1;
+}
+
+/* Returns a malloc'ed NUL-terminated copy of a JS string, or NULL with an exception pending. */
+static char *get_path(napi_env env, napi_value value) {
+  size_t len = 0;
+  if (napi_get_value_string_utf8(env, value, NULL, 0, &len) != napi_ok) {
+    napi_throw_type_error(env, NULL, "burrow_fs: path must be a string");
+    return NULL;
+  }
+  char *buf = malloc(len + 1);
+  if (buf == NULL) {
+    napi_throw_error(env, NULL, "burrow_fs: out of memory");
+    return NULL;
+  }
+  if (napi_get_value_string_utf8(env, value, buf, len + 1, &len) != napi_ok) {
+    free(buf);
+    return NULL;
+  }
+  if (strlen(buf) != len) {
+    /* An embedded NUL would silently name a different file. */
+    free(buf);
+    napi_throw_type_error(env, NULL, "burrow_fs: path contains a NUL byte");
+    return NULL;
+  }
+  return buf;
+}
+
+/*
+ * fcntlSetLock(fd, type) -> errno; type 0 = F_RDLCK, 1 = F_WRLCK, 2 = F_UNLCK.
+ * EACCES/EAGAIN mean "another process holds a conflicting lock"; TS turns them into false.
+ */
+static napi_value fcntl_set_lock(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  int fd, type;
+  if (!get_args(env, info, 2, argv) || !get_fd(env, argv[0], &fd) || !get_small_int(env, argv[1], &type)) return NULL;
+  struct flock lock;
+  memset(&lock, 0, sizeof lock);
+  switch (type) {
+    case 0: lock.l_type = F_RDLCK; break;
+    case 1: lock.l_type = F_WRLCK; break;
+    case 2: lock.l_type = F_UNLCK; break;
+    default: napi_throw_range_error(env, NULL, "burrow_fs: bad fcntl lock type"); return NULL;
+  }
+  lock.l_whence = SEEK_SET;
+  lock.l_start = 0;
+  lock.l_len = 0; /* whole file, including bytes appended later */
+  int rc;
+  do {
+    rc = fcntl(fd, F_SETLK, &lock);
+  } while (rc < 0 && errno == EINTR);
+  return make_int(env, rc < 0 ? errno : 0);
+}
+
+/* flockNonBlocking(fd, op) -> errno; op 0 = LOCK_SH, 1 = LOCK_EX, 2 = LOCK_UN. EWOULDBLOCK = held. */
+static napi_value flock_non_blocking(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  int fd, type, op;
+  if (!get_args(env, info, 2, argv) || !get_fd(env, argv[0], &fd) || !get_small_int(env, argv[1], &type)) return NULL;
+  switch (type) {
+    case 0: op = LOCK_SH | LOCK_NB; break;
+    case 1: op = LOCK_EX | LOCK_NB; break;
+    case 2: op = LOCK_UN; break;
+    default: napi_throw_range_error(env, NULL, "burrow_fs: bad flock operation"); return NULL;
+  }
+  int rc;
+  do {
+    rc = flock(fd, op);
+  } while (rc < 0 && errno == EINTR);
+  return make_int(env, rc < 0 ? errno : 0);
+}
+
+/* touchAtime(path) -> errno. The explicit UTIME_NOW sets atime whatever noatime/relatime say. */
+static napi_value touch_atime(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return NULL;
+  char *path = get_path(env, argv[0]);
+  if (path == NULL) return NULL;
+  struct timespec times[2];
+  times[0].tv_sec = 0;
+  times[0].tv_nsec = UTIME_NOW;
+  times[1].tv_sec = 0;
+  times[1].tv_nsec = UTIME_OMIT;
+  int rc;
+  do {
+    rc = utimensat(AT_FDCWD, path, times, AT_SYMLINK_NOFOLLOW);
+  } while (rc < 0 && errno == EINTR);
+  int err = rc < 0 ? errno : 0;
+  free(path);
+  return make_int(env, err);
+}
+
+static int do_syncfs(int fd) {
+  int rc;
+  do {
+    rc = syncfs(fd);
+  } while (rc < 0 && errno == EINTR);
+  return rc < 0 ? errno : 0;
+}
+
+/* syncfs(fd) -> errno, on the calling thread. */
+static napi_value sync_fs(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int fd;
+  if (!get_args(env, info, 1, argv) || !get_fd(env, argv[0], &fd)) return NULL;
+  return make_int(env, do_syncfs(fd));
+}
+
+/* syncfsAsync(fd, callback): syncfs can take seconds on a busy disk, so run it off the event loop. */
+typedef struct {
+  napi_async_work work;
+  napi_ref callback;
+  int fd;
+  int err;
+} syncfs_job;
+
+static void syncfs_execute(napi_env env, void *data) {
+  (void)env;
+  syncfs_job *job = data;
+  job->err = do_syncfs(job->fd);
+}
+
+static void syncfs_complete(napi_env env, napi_status status, void *data) {
+  syncfs_job *job = data;
+  napi_value callback, global, arg;
+  int err = status == napi_ok ? job->err : ECANCELED;
+  if (napi_get_reference_value(env, job->callback, &callback) == napi_ok && callback != NULL &&
+      napi_get_global(env, &global) == napi_ok && napi_create_int32(env, err, &arg) == napi_ok) {
+    napi_call_function(env, global, callback, 1, &arg, NULL);
+  }
+  napi_delete_reference(env, job->callback);
+  napi_delete_async_work(env, job->work);
+  free(job);
+}
+
+static napi_value sync_fs_async(napi_env env, napi_callback_info info) {
+  napi_value argv[2], name;
+  int fd;
+  napi_valuetype type;
+  if (!get_args(env, info, 2, argv) || !get_fd(env, argv[0], &fd)) return NULL;
+  CHECK(napi_typeof(env, argv[1], &type));
+  if (type != napi_function) {
+    napi_throw_type_error(env, NULL, "burrow_fs: callback must be a function");
+    return NULL;
+  }
+  syncfs_job *job = calloc(1, sizeof *job);
+  if (job == NULL) {
+    napi_throw_error(env, NULL, "burrow_fs: out of memory");
+    return NULL;
+  }
+  job->fd = fd;
+  if (napi_create_reference(env, argv[1], 1, &job->callback) != napi_ok ||
+      napi_create_string_utf8(env, "burrow_fs.syncfs", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_create_async_work(env, NULL, name, syncfs_execute, syncfs_complete, job, &job->work) != napi_ok) {
+    if (job->callback != NULL) napi_delete_reference(env, job->callback);
+    free(job);
+    return NULL;
+  }
+  if (napi_queue_async_work(env, job->work) != napi_ok) {
+    napi_delete_reference(env, job->callback);
+    napi_delete_async_work(env, job->work);
+    free(job);
+    return NULL;
+  }
+  return NULL;
+}
+
+static napi_value init(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+      {"fcntlSetLock", NULL, fcntl_set_lock, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"flockNonBlocking", NULL, flock_non_blocking, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"touchAtime", NULL, touch_atime, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"syncfs", NULL, sync_fs, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"syncfsAsync", NULL, sync_fs_async, NULL, NULL, NULL, napi_enumerable, NULL},
+  };
+  CHECK(napi_define_properties(env, exports, sizeof props / sizeof props[0], props));
+  /* Let the TS side check it loaded the build it expects. */
+  napi_value version = make_int(env, 1);
+  if (version == NULL) return NULL;
+  CHECK(napi_set_named_property(env, exports, "abiVersion", version));
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)
