@@ -1,21 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { isBurrowError } from '../lib/errors.js';
 import {
   formatPropertyString,
   parsePropertyString,
   parseScalar,
   type PropertyStringSchema,
 } from './property-string.js';
-
-function codeOf(fn: () => unknown): string | undefined {
-  try {
-    fn();
-  } catch (error) {
-    return isBurrowError(error) ? error.code : 'NOT_A_BURROW_ERROR';
-  }
-  return undefined;
-}
+import { codeOf } from '../../test/helpers/error-code.js';
 
 /** A schema with every kind, a default key and a required key. */
 const SCHEMA: PropertyStringSchema = {

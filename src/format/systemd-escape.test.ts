@@ -1,7 +1,6 @@
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { isBurrowError } from '../lib/errors.js';
 import { ROOT_NAMESPACE, parseNamespace } from '../types/backup.js';
 import {
   escapeUnit,
@@ -10,15 +9,7 @@ import {
   unescapeUnit,
   unescapeUnitBytes,
 } from './systemd-escape.js';
-
-function codeOf(fn: () => unknown): string | undefined {
-  try {
-    fn();
-  } catch (error) {
-    return isBurrowError(error) ? error.code : 'NOT_A_BURROW_ERROR';
-  }
-  return undefined;
-}
+import { codeOf } from '../../test/helpers/error-code.js';
 
 describe('escapeUnit', () => {
   it('matches the lock file examples of pbs-formats §6.7 (path mode)', () => {

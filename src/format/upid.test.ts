@@ -1,16 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { isBurrowError } from '../lib/errors.js';
 import { formatUpid, parseUpid, taskLogRelativePath, type Upid } from './upid.js';
-
-function codeOf(fn: () => unknown): string | undefined {
-  try {
-    fn();
-  } catch (error) {
-    return isBurrowError(error) ? error.code : 'NOT_A_BURROW_ERROR';
-  }
-  return undefined;
-}
+import { codeOf } from '../../test/helpers/error-code.js';
 
 const SPEC_EXAMPLE =
   'UPID:elsa:00004F37:0039E469:00000000:5CA78B83:garbage_collection:store1:root@pam:';

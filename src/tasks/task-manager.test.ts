@@ -5,10 +5,11 @@ import { dirname, join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { FakeClock } from '../lib/clock.js';
 import { resolveDirs, type BurrowDirs } from '../lib/dirs.js';
-import { BurrowError, isBurrowError } from '../lib/errors.js';
+import { BurrowError } from '../lib/errors.js';
 import { formatUpid, parseUpid, taskLogRelativePath } from '../format/upid.js';
 import { flockLocker, type TaskListLocker } from './task-list-lock.js';
 import { TaskManager, type TaskContext } from './task-manager.js';
+import { rejectionCodeOf } from '../../test/helpers/error-code.js';
 
 // A zone with a non-zero, non-whole-hour offset, so a wrong offset cannot pass by accident.
 const ZONE = 'America/St_Johns';
@@ -93,15 +94,6 @@ function sync<T>(fn: (task: TaskContext) => T): (task: TaskContext) => Promise<T
       return Promise.reject(error instanceof Error ? error : new Error(String(error)));
     }
   };
-}
-
-async function codeOf(promise: Promise<unknown>): Promise<string | undefined> {
-  try {
-    await promise;
-  } catch (error) {
-    return isBurrowError(error) ? error.code : 'NOT_A_BURROW_ERROR';
-  }
-  return undefined;
 }
 
 describe('a task that succeeds', () => {
@@ -273,7 +265,7 @@ describe('warnings, errors and abort', () => {
     while (upid === '') await new Promise((r) => setTimeout(r, 1));
     const other = new TaskManager({ dirs, clock, node: 'testnode' });
     expect(other.abort(upid)).toBe(true);
-    expect(await codeOf(run)).toBe('TASK_ABORTED');
+    expect(await rejectionCodeOf(run)).toBe('TASK_ABORTED');
     expect(signalFired).toBe(true);
     const t = expectedTimestamp(START);
     expect(logLines(upid)).toEqual([
@@ -353,11 +345,13 @@ describe('UPIDs', () => {
 
   it('refuses a bad worker type or auth id before creating anything', async () => {
     expect(
-      await codeOf(manager.run('bad type', undefined, 'root@pam', () => Promise.resolve(0))),
+      await rejectionCodeOf(
+        manager.run('bad type', undefined, 'root@pam', () => Promise.resolve(0)),
+      ),
     ).toBe('INVALID_UPID');
-    expect(await codeOf(manager.run('gc', undefined, 'nobody', () => Promise.resolve(0)))).toBe(
-      'INVALID_UPID',
-    );
+    expect(
+      await rejectionCodeOf(manager.run('gc', undefined, 'nobody', () => Promise.resolve(0))),
+    ).toBe('INVALID_UPID');
     expect(existsSync(tasksPath(''))).toBe(false);
     expect(() => new TaskManager({ dirs, node: 'bad_node' })).toThrow(/node name/);
   });
@@ -460,7 +454,7 @@ describe('a task whose process died', () => {
     clock.advance(100);
     const [entry] = await manager.list();
     expect(entry).toMatchObject({ state: 'unknown', endtime: START + 100 });
-    expect(await codeOf(manager.status(deadUpid))).toBe('NOT_FOUND');
+    expect(await rejectionCodeOf(manager.status(deadUpid))).toBe('NOT_FOUND');
   });
 
   it('keeps the final state its log recorded', async () => {
@@ -498,12 +492,12 @@ describe('a task whose process died', () => {
 
 describe('readLog and status', () => {
   it('validate the UPID and report missing logs as NOT_FOUND', async () => {
-    expect(await codeOf(manager.readLog('UPID:nope'))).toBe('INVALID_UPID');
-    expect(await codeOf(manager.status('UPID:nope'))).toBe('INVALID_UPID');
+    expect(await rejectionCodeOf(manager.readLog('UPID:nope'))).toBe('INVALID_UPID');
+    expect(await rejectionCodeOf(manager.status('UPID:nope'))).toBe('INVALID_UPID');
     const missing =
       'UPID:elsa:00004F37:0039E469:00000000:5CA78B83:garbage_collection:store1:root@pam:';
-    expect(await codeOf(manager.readLog(missing))).toBe('NOT_FOUND');
-    expect(await codeOf(manager.status(missing))).toBe('NOT_FOUND');
+    expect(await rejectionCodeOf(manager.readLog(missing))).toBe('NOT_FOUND');
+    expect(await rejectionCodeOf(manager.status(missing))).toBe('NOT_FOUND');
   });
 
   it('accept lowercase hex in the UPID', async () => {
@@ -542,7 +536,7 @@ describe('the .active.lock', () => {
       let worked = false;
       let upid = '';
       const started = performance.now();
-      const code = await codeOf(
+      const code = await rejectionCodeOf(
         impatient.run('x', undefined, 'root@pam', () => Promise.resolve((worked = true)), {
           onStart: (u) => (upid = u),
         }),
@@ -557,7 +551,7 @@ describe('the .active.lock', () => {
       const log = readFileSync(join(tasksPath(bucket ?? ''), file ?? ''), 'utf8');
       expect(log).toMatch(/: TASK ERROR: task list lock .*still held/);
       // A shared lock also waits for the exclusive holder.
-      expect(await codeOf(impatient.list())).toBe('LOCKED');
+      expect(await rejectionCodeOf(impatient.list())).toBe('LOCKED');
     } finally {
       await holder.release();
     }

@@ -1,6 +1,5 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { isBurrowError } from '../lib/errors.js';
 import {
   formatAuthid,
   formatUserid,
@@ -11,15 +10,7 @@ import {
   parseUserid,
   userOf,
 } from './auth.js';
-
-function codeOf(fn: () => unknown): string | undefined {
-  try {
-    fn();
-  } catch (error) {
-    return isBurrowError(error) ? error.code : 'NOT_A_BURROW_ERROR';
-  }
-  return undefined;
-}
+import { codeOf } from '../../test/helpers/error-code.js';
 
 describe('Userid', () => {
   it('parses the spec examples', () => {

@@ -1,6 +1,5 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { isBurrowError } from '../lib/errors.js';
 import {
   BACKUP_TYPES,
   MAX_BACKUP_TIME,
@@ -33,15 +32,7 @@ import {
   snapshotPath,
   type BackupGroup,
 } from './backup.js';
-
-function codeOf(fn: () => unknown): string | undefined {
-  try {
-    fn();
-  } catch (error) {
-    return isBurrowError(error) ? error.code : 'NOT_A_BURROW_ERROR';
-  }
-  return undefined;
-}
+import { codeOf } from '../../test/helpers/error-code.js';
 
 const safeIdArb = fc.stringMatching(/^[A-Za-z0-9_][A-Za-z0-9._-]{0,20}$/);
 
