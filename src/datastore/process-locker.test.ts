@@ -55,6 +55,18 @@ describe('ProcessLocker registry', () => {
     expect(await ProcessLocker.open(other)).toBe(a);
   });
 
+  it('a lock file removed and created again gets a new locker that other processes see', async () => {
+    const path = freshPath();
+    const old = await ProcessLocker.open(path);
+    rmSync(path);
+    const renewed = await ProcessLocker.open(path);
+    expect(renewed).not.toBe(old);
+    const guard = renewed.tryShared();
+    // The child opens the new file: our shared lock must keep its exclusive attempt out.
+    expect(await child.send(`exclusive ${path}`)).toBe('err LOCKED');
+    guard.release();
+  });
+
   it('a missing directory is NOT_FOUND', async () => {
     await expect(ProcessLocker.open(join(dir, 'no', 'such', '.lock'))).rejects.toMatchObject({
       code: 'NOT_FOUND',

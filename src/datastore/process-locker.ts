@@ -13,6 +13,7 @@
  * release them. Go through ProcessLocker.open().
  */
 import { constants, fstat, open } from 'node:fs';
+import { stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { promisify } from 'node:util';
 import type { Clock } from '../lib/clock.js';
@@ -39,15 +40,18 @@ const strayFds: number[] = [];
 export class ProcessLocker {
   readonly path: string;
   readonly #fd: number;
+  /** `dev:ino` of the file the fd holds, to notice when the path names another file. */
+  readonly #inode: string;
   readonly #clock: Clock;
   /** Live shared guards and the epoch second each was taken (for oldestWriter). */
   readonly #shared = new Map<number, number>();
   #nextGuardId = 1;
   #exclusive = false;
 
-  private constructor(path: string, fd: number, clock: Clock) {
+  private constructor(path: string, fd: number, inode: string, clock: Clock) {
     this.path = path;
     this.#fd = fd;
+    this.#inode = inode;
     this.#clock = clock;
   }
 
@@ -55,15 +59,33 @@ export class ProcessLocker {
    * One instance per lock path per process (a registry), opening the file once (created if
    * missing, mode 0644 before umask, as PBS does). The clock of the first open is kept.
    */
-  static open(lockPath: string, clock: Clock = systemClock): Promise<ProcessLocker> {
+  static async open(lockPath: string, clock: Clock = systemClock): Promise<ProcessLocker> {
     const key = resolve(lockPath);
-    let pending = byPath.get(key);
-    if (pending === undefined) {
-      pending = ProcessLocker.#openNew(key, clock);
-      byPath.set(key, pending);
-      pending.catch(() => byPath.delete(key));
+    const known = byPath.get(key);
+    if (known !== undefined) {
+      const locker = await known;
+      // A store removed and created again at the same path has a new `.lock`; the old locker's
+      // fd points at the deleted file, whose locks no other process can see any more.
+      if (await locker.#stillAtPath()) return locker;
+      if (byPath.get(key) === known) {
+        byPath.delete(key);
+        byInode.delete(locker.#inode);
+      }
+      return ProcessLocker.open(lockPath, clock);
     }
+    const pending = ProcessLocker.#openNew(key, clock);
+    byPath.set(key, pending);
+    pending.catch(() => byPath.delete(key));
     return pending;
+  }
+
+  async #stillAtPath(): Promise<boolean> {
+    try {
+      const st = await stat(this.path);
+      return `${st.dev}:${st.ino}` === this.#inode;
+    } catch {
+      return false;
+    }
   }
 
   static async #openNew(path: string, clock: Clock): Promise<ProcessLocker> {
@@ -89,7 +111,7 @@ export class ProcessLocker {
       strayFds.push(fd);
       return existing;
     }
-    const locker = new ProcessLocker(path, fd, clock);
+    const locker = new ProcessLocker(path, fd, inode, clock);
     byInode.set(inode, locker);
     return locker;
   }

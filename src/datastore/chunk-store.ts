@@ -1,0 +1,980 @@
+/**
+ * The chunk store (pbs-formats §1, §2): `<base>/.chunks/<4 hex>/<64 hex>` DataBlob files, the
+ * `.lock` file, and the rules for inserting, touching, listing and retiring chunks exactly as
+ * PBS applies them, so a store is shared between Burrow and PBS without conversion.
+ *
+ * What this module owns and why it is shaped this way:
+ * - Chunks are content-addressed and never modified in place: a new chunk is written to
+ *   `<hex>.tmp_XXXXXX` beside its final name and renamed over it, so readers and other processes
+ *   see either no file or a complete one (§2.3). Cross-process safety rests on that rename.
+ * - Within the process, every operation that looks at a chunk file and then acts on what it saw
+ *   (insert, rename to `.bad`, the GC sweep through withChunkLock) runs under a mutex for that
+ *   chunk path. PBS holds one mutex per store; two operations on different digests never touch
+ *   the same file, so one mutex per digest gives the same guarantees without making every
+ *   insert of a busy store wait for unrelated ones.
+ * - The disk may hold anything: a directory or symlink where a chunk should be, a truncated file,
+ *   a missing prefix directory. Each becomes a BurrowError naming the path, never a crash.
+ */
+import { constants as fsConstants, chmodSync, mkdirSync, readdirSync, statSync } from 'node:fs';
+import type { Stats } from 'node:fs';
+import { chmod, lstat, mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
+import { setTimeout as sleepMs } from 'node:timers/promises';
+import { fsyncDirectory, tempPathFor, writeFileAtomic } from '../lib/atomic-write.js';
+import type { Clock } from '../lib/clock.js';
+import { systemClock } from '../lib/clock.js';
+import { BurrowError, isBurrowError } from '../lib/errors.js';
+import { syncfsAsync, touchAtime } from '../lib/native-fs.js';
+import {
+  blobKindOf,
+  encodeBlob,
+  isCompressedKind,
+  isEncryptedKind,
+  parseBlobHeader,
+} from '../format/data-blob.js';
+import { SYNC_LEVELS } from '../format/datastore-config.js';
+import type { SyncLevel } from '../format/datastore-config.js';
+import { FIXED_CHUNK_SIZE, MAX_ENCODED_CHUNK_SIZE } from '../format/magic.js';
+import { DIGEST_SIZE, digestToHex, parseDigestHex } from '../types/digest.js';
+import { ProcessLocker } from './process-locker.js';
+import type { ProcessLockGuard } from './process-locker.js';
+
+export type { SyncLevel };
+export type { ProcessLockGuard };
+
+/** Number of prefix directories under `.chunks`: one per value of the first two digest bytes. */
+export const PREFIX_DIR_COUNT = 0x10000;
+
+/** Modes PBS gives the store (§1, §2.1); a reused store must have exactly these (§2.1 step 5). */
+export const BASE_DIR_MODE = 0o755;
+export const CHUNK_DIR_MODE = 0o750;
+export const LOCK_FILE_MODE = 0o644;
+export const CHUNK_FILE_MODE = 0o644;
+
+/** SHA-256 of 4 MiB of zero bytes: the chunk the atime safety check inserts (§3.5, §7.6). */
+export const ZERO_CHUNK_DIGEST_HEX =
+  'bb9f8df61474d25e71fa00722318cd387396ca1736605e1248821cc0de3d3af8';
+
+/** Name suffixes of retired copies of a corrupt chunk: `.0.bad` … `.9.bad` (§2.7). */
+export const MAX_BAD_COPIES = 10;
+
+/**
+ * The loops over all 65536 prefix directories (create, reuse check, iteration) make synchronous
+ * calls and yield to the event loop once per time slice. Measured here, synchronous mkdir /
+ * readdir in a loop were 2-5x faster than the same calls through the libuv thread pool, however
+ * many were kept in flight (each call is a few microseconds of kernel work and a thread-pool
+ * hand-off costs more; mkdirs in one parent also serialise on its directory lock). The slice
+ * bounds how long other work (a running backup session) waits: about SLICE_MS plus one call.
+ */
+const SLICE_MS = 10;
+
+class TimeSlice {
+  #start = performance.now();
+  /** True when the current slice is used up; then `await pause()`. */
+  due(): boolean {
+    return performance.now() - this.#start >= SLICE_MS;
+  }
+  async pause(): Promise<void> {
+    await new Promise<void>((done) => setImmediate(done));
+    this.#start = performance.now();
+  }
+}
+
+export interface InsertResult {
+  /** True when a chunk file was already there and was kept (and touched); nothing was written. */
+  duplicate: boolean;
+  /** Size of the chunk file now stored: the existing file's size for a duplicate. */
+  encodedSize: number;
+}
+
+export interface ChunkEntry {
+  /**
+   * The directory entry's name: `<64 hex>` or `<64 hex>.<n>.bad` (or any other 6-char suffix,
+   * §2.5). Only the name was looked at: the entry may be a directory or a symlink, so GC must
+   * check statChunkFile().isFile before acting on it.
+   */
+  name: string;
+  path: string;
+  /** The first 64 characters of the name, lowercased. */
+  digestHex: string;
+  bad: boolean;
+}
+
+export interface ChunkFileStat {
+  /** Whole seconds, as `st_atime` (GC compares these with its cutoff, §7.2). */
+  atimeSeconds: number;
+  size: number;
+  /** A regular file (not following symlinks); GC skips everything else. */
+  isFile: boolean;
+}
+
+export interface ChunkStoreOptions {
+  /** Default `filesystem`, PBS's default (§10.3). */
+  syncLevel?: SyncLevel;
+  /** The clock of the `.lock` ProcessLocker (oldest-writer times). */
+  clock?: Clock;
+  /** Receives warnings such as an empty chunk file being overwritten (§2.3); default: dropped. */
+  onWarning?: (message: string) => void;
+  /** The pause of the atime safety check (§7.6); injectable so tests need not sleep 1 s. */
+  sleep?: (ms: number) => Promise<void>;
+}
+
+export interface ChunkStoreCreateOptions extends ChunkStoreOptions {
+  /** Adopt an existing store after checking its layout and modes, instead of creating one. */
+  reuse?: boolean;
+  /** Percent (1..99) of prefix directories created, or checked when reusing. */
+  onProgress?: (percent: number) => void;
+}
+
+export interface AtimeCheckOptions {
+  sleep?: (ms: number) => Promise<void>;
+}
+
+/** `.chunks/xxxx` for prefix number `at` (0..0xffff). */
+export function prefixDirName(at: number): string {
+  return at.toString(16).padStart(4, '0');
+}
+
+let prefixNames: readonly string[] | undefined;
+
+/** `<chunkDir>/0000` … `<chunkDir>/ffff` (chunkDir normalised, so plain concatenation is a join). */
+function prefixDirPaths(chunkDir: string): string[] {
+  prefixNames ??= Array.from({ length: PREFIX_DIR_COUNT }, (_, at) => prefixDirName(at));
+  return prefixNames.map((name) => `${chunkDir}/${name}`);
+}
+
+const PREFIX_NAME_RE = /^[0-9a-f]{4}$/;
+const CHUNK_NAME_RE = /^[0-9a-fA-F]{64}(?:.{6})?$/s;
+
+/** The name filter of the chunk iterator (§2.5): 64 hex characters, optionally 6 more. */
+export function isChunkFileName(name: string): boolean {
+  return CHUNK_NAME_RE.test(name);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Error helpers
+
+function errnoCode(error: unknown): string | undefined {
+  return (error as NodeJS.ErrnoException | undefined)?.code;
+}
+
+function fsError(
+  error: unknown,
+  action: string,
+  path: string,
+  details: Record<string, unknown> = {},
+): BurrowError {
+  if (isBurrowError(error)) return error;
+  const code = errnoCode(error);
+  const reason = code ?? (error instanceof Error ? error.message : String(error));
+  return new BurrowError('IO_ERROR', `cannot ${action} ${path}: ${reason}`, {
+    details: { path, errno: code, ...details },
+    cause: error,
+  });
+}
+
+function invalid(
+  message: string,
+  path: string,
+  details: Record<string, unknown> = {},
+  cause?: unknown,
+): BurrowError {
+  return new BurrowError('DATASTORE_INVALID', message, { details: { path, ...details }, cause });
+}
+
+function describeType(st: Stats): string {
+  if (st.isFile()) return 'a regular file';
+  if (st.isDirectory()) return 'a directory';
+  if (st.isSymbolicLink()) return 'a symbolic link';
+  return 'a special file';
+}
+
+function modeString(mode: number): string {
+  return `0${(mode & 0o777).toString(8).padStart(3, '0')}`;
+}
+
+function checkDigest(digest: Uint8Array): void {
+  if (!(digest instanceof Uint8Array) || digest.byteLength !== DIGEST_SIZE) {
+    throw new BurrowError(
+      'INVALID_DIGEST',
+      `a chunk digest has ${DIGEST_SIZE} bytes, got ${digest instanceof Uint8Array ? digest.byteLength : typeof digest}`,
+    );
+  }
+}
+
+function checkAbsolute(base: string): string {
+  if (typeof base !== 'string' || base.length === 0 || !isAbsolute(base)) {
+    throw new BurrowError(
+      'INVALID_ARGUMENT',
+      `a chunk store path must be absolute, got ${JSON.stringify(base)}`,
+      {
+        details: { path: base },
+      },
+    );
+  }
+  return resolve(base);
+}
+
+function checkSyncLevel(level: SyncLevel): SyncLevel {
+  if (!SYNC_LEVELS.includes(level)) {
+    throw new BurrowError(
+      'INVALID_ARGUMENT',
+      `sync level must be one of ${SYNC_LEVELS.join(', ')}, got ${JSON.stringify(level)}`,
+    );
+  }
+  return level;
+}
+
+/** lstat, with ENOENT as undefined and every other failure as IO_ERROR. */
+async function lstatIfExists(path: string): Promise<Stats | undefined> {
+  try {
+    return await lstat(path);
+  } catch (error) {
+    if (errnoCode(error) === 'ENOENT') return undefined;
+    throw fsError(error, 'stat', path);
+  }
+}
+
+/** Calls `report` with each new whole percent 1..99 as `done` of `total` advances (as PBS logs it). */
+function percentReporter(
+  total: number,
+  report: ((percent: number) => void) | undefined,
+): (done: number) => void {
+  let last = 0;
+  return (done) => {
+    if (report === undefined) return;
+    const percent = Math.floor((done * 100) / total);
+    if (percent !== last) {
+      last = percent;
+      report(percent);
+    }
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-chunk mutex, shared by every ChunkStore instance of the process (keyed by chunk path).
+
+const chunkLocks = new Map<string, Promise<void>>();
+
+async function withPathLock<T>(key: string, work: () => Promise<T>): Promise<T> {
+  const previous = chunkLocks.get(key);
+  let release!: () => void;
+  const mine = new Promise<void>((done) => (release = done));
+  const tail = previous === undefined ? mine : previous.then(() => mine);
+  chunkLocks.set(key, tail);
+  try {
+    if (previous !== undefined) await previous;
+    return await work();
+  } finally {
+    release();
+    if (chunkLocks.get(key) === tail) chunkLocks.delete(key);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Layout checks
+
+/** stat (following symlinks, as PBS does) and require a directory or a regular file. */
+async function requireEntry(
+  path: string,
+  what: string,
+  kind: 'directory' | 'file',
+): Promise<Stats> {
+  let st: Stats;
+  try {
+    st = await stat(path);
+  } catch (error) {
+    const code = errnoCode(error);
+    if (code === 'ENOENT' || code === 'ENOTDIR') {
+      throw invalid(
+        `not a chunk store: ${what} ${path} does not exist`,
+        path,
+        { errno: code },
+        error,
+      );
+    }
+    throw fsError(error, `stat ${what}`, path);
+  }
+  if (kind === 'directory' ? !st.isDirectory() : !st.isFile()) {
+    throw invalid(
+      `not a chunk store: ${what} ${path} is ${describeType(st)}, not ${kind === 'directory' ? 'a directory' : 'a regular file'}`,
+      path,
+    );
+  }
+  return st;
+}
+
+const requireDir = (path: string, what: string) => requireEntry(path, what, 'directory');
+const requireFile = (path: string, what: string) => requireEntry(path, what, 'file');
+
+function requireMode(st: Stats, expected: number, path: string): void {
+  if ((st.mode & 0o777) !== expected) {
+    throw invalid(
+      `cannot reuse chunk store: ${path} has mode ${modeString(st.mode)}, expected ${modeString(expected)}`,
+      path,
+      { mode: modeString(st.mode), expectedMode: modeString(expected) },
+    );
+  }
+}
+
+/**
+ * The check PBS 4 makes before adopting an existing store (§2.1 step 5): base 0755, `.chunks` and
+ * all 65536 prefix directories 0750, `.lock` 0644 (following symlinks, as PBS's stat does).
+ * Ownership is not checked: PBS requires the `backup` user, Burrow runs as whoever runs it.
+ */
+async function verifyLayout(base: string, onProgress?: (percent: number) => void): Promise<void> {
+  requireMode(await requireDir(base, 'datastore directory'), BASE_DIR_MODE, base);
+  const chunkDir = join(base, '.chunks');
+  requireMode(await requireDir(chunkDir, 'chunk directory'), CHUNK_DIR_MODE, chunkDir);
+  const progress = percentReporter(PREFIX_DIR_COUNT, onProgress);
+  const slice = new TimeSlice();
+  const paths = prefixDirPaths(chunkDir);
+  for (let at = 0; at < PREFIX_DIR_COUNT; at++) {
+    if (slice.due()) await slice.pause();
+    const path = paths[at] as string;
+    let st: Stats;
+    try {
+      st = statSync(path);
+    } catch (error) {
+      if (errnoCode(error) === 'ENOENT') {
+        throw invalid(
+          `cannot reuse chunk store: prefix directory ${path} is missing`,
+          path,
+          {},
+          error,
+        );
+      }
+      throw fsError(error, 'stat prefix directory', path);
+    }
+    if (!st.isDirectory()) {
+      throw invalid(
+        `cannot reuse chunk store: prefix directory ${path} is ${describeType(st)}`,
+        path,
+      );
+    }
+    requireMode(st, CHUNK_DIR_MODE, path);
+    progress(at);
+  }
+  const lockPath = join(base, '.lock');
+  requireMode(await requireFile(lockPath, 'lock file'), LOCK_FILE_MODE, lockPath);
+}
+
+/**
+ * mkdir `.chunks/0000` … `.chunks/ffff` in ascending order, so `ffff` exists only once all the
+ * others do (open() relies on that to recognise an interrupted creation).
+ */
+async function makePrefixDirs(
+  chunkDir: string,
+  fixMode: boolean,
+  onProgress?: (percent: number) => void,
+): Promise<void> {
+  const progress = percentReporter(PREFIX_DIR_COUNT, onProgress);
+  const slice = new TimeSlice();
+  const paths = prefixDirPaths(chunkDir);
+  for (let at = 0; at < PREFIX_DIR_COUNT; at++) {
+    if (slice.due()) await slice.pause();
+    const path = paths[at] as string;
+    try {
+      mkdirSync(path, CHUNK_DIR_MODE);
+      if (fixMode) chmodSync(path, CHUNK_DIR_MODE);
+    } catch (error) {
+      throw fsError(error, 'create prefix directory', path);
+    }
+    progress(at);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+let zeroChunkBlob: Uint8Array | undefined;
+
+/** The 4 MiB zero chunk, compressed and unencrypted, as the atime check stores it (§7.6). */
+function zeroChunk(): Uint8Array {
+  zeroChunkBlob ??= encodeBlob(new Uint8Array(FIXED_CHUNK_SIZE), { compress: true });
+  return zeroChunkBlob;
+}
+
+export class ChunkStore {
+  /** Absolute, normalised base directory. */
+  readonly base: string;
+  /** `<base>/.chunks`. */
+  readonly chunkDir: string;
+  readonly syncLevel: SyncLevel;
+  readonly #locker: ProcessLocker;
+  readonly #onWarning: (message: string) => void;
+  readonly #sleep: (ms: number) => Promise<void>;
+
+  private constructor(base: string, locker: ProcessLocker, options: ChunkStoreOptions) {
+    this.base = base;
+    this.chunkDir = join(base, '.chunks');
+    this.syncLevel = options.syncLevel ?? 'filesystem';
+    this.#locker = locker;
+    this.#onWarning = options.onWarning ?? (() => {});
+    this.#sleep = options.sleep ?? ((ms) => sleepMs(ms));
+  }
+
+  /**
+   * Create a store (§2.1): absolute `base` (missing parents are made), refused when it holds
+   * entries other than dot-names and `lost+found`; `.chunks` 0750 (ALREADY_EXISTS when there),
+   * empty `.lock` 0644 written atomically, then the 65536 prefix directories 0750. With
+   * `reuse: true` an existing store is checked (verifyLayout) and opened instead. The atime safety
+   * check is not run here: the caller decides (tuning `gc-atime-safety-check`).
+   */
+  static async create(base: string, options: ChunkStoreCreateOptions = {}): Promise<ChunkStore> {
+    const root = checkAbsolute(base);
+    checkSyncLevel(options.syncLevel ?? 'filesystem');
+    if (options.reuse === true) {
+      await verifyLayout(root, options.onProgress);
+      return ChunkStore.open(root, options);
+    }
+
+    let entries: string[] = [];
+    try {
+      entries = await readdir(root);
+    } catch (error) {
+      const code = errnoCode(error);
+      if (code === 'ENOTDIR')
+        throw invalid(`cannot create a chunk store in ${root}: not a directory`, root, {}, error);
+      if (code !== 'ENOENT') throw fsError(error, 'list', root);
+    }
+    const foreign = entries.filter((name) => !name.startsWith('.') && name !== 'lost+found');
+    if (foreign.length > 0) {
+      throw invalid(
+        `datastore path not empty: ${root} (found ${foreign
+          .slice(0, 3)
+          .map((n) => JSON.stringify(n))
+          .join(', ')}${foreign.length > 3 ? ', …' : ''})`,
+        root,
+        {
+          entries: foreign.slice(0, 20),
+        },
+      );
+    }
+
+    let madeBase: string | undefined;
+    try {
+      madeBase = await mkdir(root, { recursive: true, mode: BASE_DIR_MODE });
+    } catch (error) {
+      throw fsError(error, 'create datastore directory', root);
+    }
+    // mkdir modes pass through the umask; what we create gets exactly PBS's modes so that a
+    // later `reuse` check (which compares modes exactly) accepts the store.
+    if (madeBase !== undefined) await chmod(root, BASE_DIR_MODE);
+
+    const chunkDir = join(root, '.chunks');
+    try {
+      await mkdir(chunkDir, CHUNK_DIR_MODE);
+    } catch (error) {
+      if (errnoCode(error) === 'EEXIST') {
+        throw new BurrowError(
+          'ALREADY_EXISTS',
+          `a chunk store exists already at ${root} (${chunkDir} is there); reuse it instead`,
+          {
+            details: { path: chunkDir },
+            cause: error,
+          },
+        );
+      }
+      throw fsError(error, 'create chunk directory', chunkDir);
+    }
+    const fixMode = ((await stat(chunkDir)).mode & 0o777) !== CHUNK_DIR_MODE;
+    if (fixMode) await chmod(chunkDir, CHUNK_DIR_MODE);
+
+    const lockPath = join(root, '.lock');
+    try {
+      await writeFileAtomic(lockPath, new Uint8Array(0), { fsync: false, mode: LOCK_FILE_MODE });
+      if (fixMode) await chmod(lockPath, LOCK_FILE_MODE);
+    } catch (error) {
+      throw fsError(error, 'write lock file', lockPath);
+    }
+
+    await makePrefixDirs(chunkDir, fixMode, options.onProgress);
+
+    const store = await ChunkStore.open(root, options);
+    // PBS syncs nothing here; with `file` (durable per operation) the new directories are
+    // flushed too. `filesystem` syncs when a backup finishes, not on create.
+    if (store.syncLevel === 'file') {
+      try {
+        await fsyncDirectory(chunkDir);
+        await fsyncDirectory(root);
+      } catch (error) {
+        throw fsError(error, 'fsync', chunkDir);
+      }
+    }
+    return store;
+  }
+
+  /**
+   * Open an existing store. Checked: `base` and `.chunks` are directories, `.lock` a regular file,
+   * and the prefix directories `0000` and `ffff` exist (creation makes `ffff` last, so this
+   * catches an interrupted create cheaply; PBS 4 checks only `.chunks`). Then the `.lock`
+   * ProcessLocker is opened (one per lock file per process).
+   */
+  static async open(base: string, options: ChunkStoreOptions = {}): Promise<ChunkStore> {
+    const root = checkAbsolute(base);
+    checkSyncLevel(options.syncLevel ?? 'filesystem');
+    await requireDir(root, 'datastore directory');
+    const chunkDir = join(root, '.chunks');
+    await requireDir(chunkDir, 'chunk directory');
+    const lockPath = join(root, '.lock');
+    await requireFile(lockPath, 'lock file');
+    for (const at of [0, PREFIX_DIR_COUNT - 1]) {
+      const path = join(chunkDir, prefixDirName(at));
+      try {
+        await requireDir(path, 'prefix directory');
+      } catch (error) {
+        if (isBurrowError(error, 'DATASTORE_INVALID')) {
+          throw invalid(
+            `incomplete chunk store at ${root}: ${error.message.replace(/^not a chunk store: /, '')}`,
+            path,
+            {},
+            error,
+          );
+        }
+        throw error;
+      }
+    }
+    const locker = await ProcessLocker.open(lockPath, options.clock ?? systemClock);
+    return new ChunkStore(root, locker, options);
+  }
+
+  /** `<base>/.chunks/<first 4 hex>/<64 hex>` (§2.2). */
+  chunkPath(digest: Uint8Array): string {
+    checkDigest(digest);
+    const hex = digestToHex(digest);
+    return join(this.chunkDir, hex.slice(0, 4), hex);
+  }
+
+  /**
+   * Run `work` while holding the in-process mutex of one chunk (by digest or 64-char hex), the
+   * same one insertChunk and renameCorruptChunk hold. GC's sweep stats and unlinks under it, so a
+   * concurrent insert cannot touch a chunk between the sweep's stat and its unlink (§7.2).
+   */
+  withChunkLock<T>(digest: Uint8Array | string, work: () => Promise<T>): Promise<T> {
+    const path =
+      typeof digest === 'string'
+        ? this.chunkPath(parseDigestHex(digest.toLowerCase()))
+        : this.chunkPath(digest);
+    return withPathLock(path, work);
+  }
+
+  /** Store an encoded chunk under its digest with PBS's rules (§2.3). */
+  async insertChunk(blob: Uint8Array, digest: Uint8Array): Promise<InsertResult> {
+    const path = this.chunkPath(digest);
+    // A valid header is the least a chunk must have; the kind decides the replacement rules.
+    const { kind } = parseBlobHeader(blob);
+    if (blob.byteLength > MAX_ENCODED_CHUNK_SIZE) {
+      // loadChunk refuses such a file, so storing it would only make an unreadable chunk.
+      throw new BurrowError(
+        'BLOB_TOO_LARGE',
+        `chunk ${digestToHex(digest)} is ${blob.byteLength} bytes encoded, more than the ${MAX_ENCODED_CHUNK_SIZE}-byte limit`,
+        { details: { size: blob.byteLength, limit: MAX_ENCODED_CHUNK_SIZE } },
+      );
+    }
+    return withPathLock(path, () =>
+      this.#insertLocked(path, blob, isEncryptedKind(kind), isCompressedKind(kind)),
+    );
+  }
+
+  async #insertLocked(
+    path: string,
+    blob: Uint8Array,
+    encrypted: boolean,
+    compressed: boolean,
+  ): Promise<InsertResult> {
+    const newSize = blob.byteLength;
+    const existing = await lstatIfExists(path);
+    if (existing !== undefined) {
+      // lstat, not stat: a symlink here is damage (or an attack), not a chunk. PBS follows it.
+      if (!existing.isFile()) {
+        throw invalid(`chunk path ${path} is ${describeType(existing)}, not a regular file`, path, {
+          digest: path.slice(-64),
+        });
+      }
+      const oldSize = existing.size;
+      let keep: boolean;
+      if (oldSize === newSize) {
+        keep = true;
+      } else if (oldSize === 0) {
+        this.#onWarning(`found empty chunk ${path.slice(-64)} in store ${this.base}, overwriting`);
+        keep = false;
+      } else if (encrypted) {
+        const magic = await this.#readMagic(path);
+        if (magic === undefined) {
+          keep = false; // vanished since the lstat: write ours
+        } else {
+          const oldKind = blobKindOf(magic);
+          if (oldKind === 'plain' || oldKind === 'zstd') {
+            // The digest of an encrypted chunk is keyed with the id key, so a plain chunk can
+            // never legitimately share it: refuse rather than let either copy win.
+            throw new BurrowError(
+              'CHUNK_CONFLICT',
+              `refusing to replace unencrypted chunk ${path} with an encrypted chunk of the same digest`,
+              { details: { path, existingKind: oldKind, existingSize: oldSize, newSize } },
+            );
+          }
+          if (oldKind === 'encrypted' && !compressed) {
+            // Same key, same data, no compression: the sizes must match, so one copy is bad.
+            throw new BurrowError(
+              'CHUNK_CONFLICT',
+              `refusing to replace encrypted chunk ${path} (${oldSize} bytes) with another uncompressed encrypted chunk of a different size (${newSize} bytes)`,
+              { details: { path, existingKind: oldKind, existingSize: oldSize, newSize } },
+            );
+          }
+          // zstd output differs between versions, so neither copy is provably wrong: the first
+          // one stays (verify finds bit rot).
+          keep = true;
+        }
+      } else {
+        // Unencrypted: the smaller copy stays.
+        keep = oldSize < newSize;
+      }
+      if (keep) {
+        if (touchAtime(path)) return { duplicate: true, encodedSize: oldSize };
+        // Removed between our lstat and the touch: storing ours gives the state an insert
+        // after the removal would have given.
+      }
+    }
+    await this.#writeChunk(path, blob);
+    return { duplicate: false, encodedSize: newSize };
+  }
+
+  /** The first 8 bytes of an existing chunk file, or undefined if it vanished. */
+  async #readMagic(path: string): Promise<Uint8Array | undefined> {
+    let handle: FileHandle;
+    try {
+      handle = await open(path, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW);
+    } catch (error) {
+      if (errnoCode(error) === 'ENOENT') return undefined;
+      if (errnoCode(error) === 'ELOOP')
+        throw invalid(`chunk path ${path} is a symbolic link`, path, {}, error);
+      throw fsError(error, 'open chunk', path);
+    }
+    try {
+      const magic = new Uint8Array(8);
+      let got = 0;
+      while (got < magic.byteLength) {
+        const { bytesRead } = await handle.read(magic, got, magic.byteLength - got, got);
+        if (bytesRead === 0) break;
+        got += bytesRead;
+      }
+      if (got < magic.byteLength) {
+        // PBS fails here too (its read of the magic runs short): a truncated chunk is for verify
+        // to retire, not for an upload to paper over.
+        throw invalid(
+          `existing chunk file ${path} is ${got} bytes long, too short for a blob magic number`,
+          path,
+          {
+            size: got,
+          },
+        );
+      }
+      return magic;
+    } catch (error) {
+      throw fsError(error, 'read chunk', path);
+    } finally {
+      await handle.close();
+    }
+  }
+
+  async #writeChunk(path: string, blob: Uint8Array): Promise<void> {
+    const dir = dirname(path);
+    let handle: FileHandle | undefined;
+    let temp = '';
+    for (let attempt = 0; handle === undefined; attempt++) {
+      temp = tempPathFor(path);
+      try {
+        handle = await open(
+          temp,
+          fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW,
+          CHUNK_FILE_MODE,
+        );
+      } catch (error) {
+        const code = errnoCode(error);
+        if (code === 'EEXIST' && attempt < 10) continue;
+        if (code === 'ENOENT' || code === 'ENOTDIR') {
+          throw invalid(
+            `cannot insert chunk: prefix directory ${dir} is missing or not a directory`,
+            dir,
+            { errno: code },
+            error,
+          );
+        }
+        throw fsError(error, 'create temporary chunk file', temp);
+      }
+    }
+    try {
+      try {
+        // Exact mode whatever the umask, as PBS sets it explicitly.
+        await handle.chmod(CHUNK_FILE_MODE);
+        await handle.writeFile(blob);
+        if (this.syncLevel === 'file') await handle.sync();
+      } finally {
+        await handle.close();
+      }
+      await rename(temp, path);
+    } catch (error) {
+      await rm(temp, { force: true }).catch(() => {});
+      throw fsError(error, 'insert chunk', path, { temp });
+    }
+    if (this.syncLevel === 'file') {
+      try {
+        await fsyncDirectory(dir);
+      } catch (error) {
+        throw fsError(error, 'fsync prefix directory', dir);
+      }
+    }
+  }
+
+  /** The raw blob bytes of a chunk (not decoded or checked). NOT_FOUND names the path. */
+  async loadChunk(digest: Uint8Array): Promise<Uint8Array> {
+    const path = this.chunkPath(digest);
+    let handle: FileHandle;
+    try {
+      handle = await open(path, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW);
+    } catch (error) {
+      const code = errnoCode(error);
+      if (code === 'ENOENT') {
+        throw new BurrowError('NOT_FOUND', `chunk ${digestToHex(digest)} not found: ${path}`, {
+          details: { path, digest: digestToHex(digest) },
+          cause: error,
+        });
+      }
+      if (code === 'ELOOP') throw invalid(`chunk path ${path} is a symbolic link`, path, {}, error);
+      throw fsError(error, 'open chunk', path);
+    }
+    try {
+      const st = await handle.stat();
+      if (!st.isFile())
+        throw invalid(`chunk path ${path} is ${describeType(st)}, not a regular file`, path);
+      if (st.size > MAX_ENCODED_CHUNK_SIZE) {
+        throw new BurrowError(
+          'BLOB_TOO_LARGE',
+          `chunk file ${path} is ${st.size} bytes, more than the ${MAX_ENCODED_CHUNK_SIZE}-byte limit of an encoded chunk`,
+          { details: { path, size: st.size, limit: MAX_ENCODED_CHUNK_SIZE } },
+        );
+      }
+      const out = new Uint8Array(st.size);
+      let got = 0;
+      while (got < out.byteLength) {
+        const { bytesRead } = await handle.read(out, got, out.byteLength - got, got);
+        if (bytesRead === 0) break; // shrank under us; the blob decoder reports the truncation
+        got += bytesRead;
+      }
+      return got === out.byteLength ? out : out.subarray(0, got);
+    } catch (error) {
+      throw fsError(error, 'read chunk', path);
+    } finally {
+      await handle.close();
+    }
+  }
+
+  /** Set the chunk's atime to now, keeping its mtime (§2.4); false when the chunk does not exist. */
+  touchChunk(digest: Uint8Array): Promise<boolean> {
+    // touchAtime is one short synchronous syscall; the executor turns its errors into rejections.
+    return new Promise((done) => done(touchAtime(this.chunkPath(digest))));
+  }
+
+  /**
+   * Every chunk file name in prefix order (§2.5). Names of 64 hex characters (either case),
+   * optionally followed by 6 more characters, are yielded; `.bad` marks retired copies; temp
+   * files and everything else are skipped. A missing prefix directory is skipped; any other
+   * failure ends the iteration with a BurrowError. `onProgress` gets 1..99 as the prefixes pass.
+   */
+  async *chunkIterator(
+    onProgress?: (percent: number) => void,
+  ): AsyncGenerator<ChunkEntry, void, undefined> {
+    // One listing of `.chunks` says which prefix directories exist, so a damaged store with many
+    // missing ones does not cost a failed readdir (and a thrown error) for each.
+    const present = new Uint8Array(PREFIX_DIR_COUNT);
+    try {
+      for (const name of readdirSync(this.chunkDir)) {
+        if (PREFIX_NAME_RE.test(name)) present[parseInt(name, 16)] = 1;
+      }
+    } catch (error) {
+      const code = errnoCode(error);
+      if (code === 'ENOENT' || code === 'ENOTDIR') {
+        throw invalid(
+          `not a chunk store: chunk directory ${this.chunkDir} does not exist or is no directory`,
+          this.chunkDir,
+          { errno: code },
+          error,
+        );
+      }
+      throw fsError(error, 'list chunk directory', this.chunkDir);
+    }
+    const progress = percentReporter(PREFIX_DIR_COUNT, onProgress);
+    const slice = new TimeSlice();
+    for (let at = 0; at < PREFIX_DIR_COUNT; at++) {
+      if (slice.due()) await slice.pause();
+      progress(at);
+      if (present[at] === 0) continue;
+      const dir = `${this.chunkDir}/${prefixDirName(at)}`;
+      let names: string[];
+      try {
+        names = readdirSync(dir);
+      } catch (error) {
+        const code = errnoCode(error);
+        if (code === 'ENOENT') continue;
+        if (code === 'ENOTDIR') {
+          throw invalid(`prefix directory ${dir} is not a directory`, dir, { errno: code }, error);
+        }
+        throw fsError(error, 'read prefix directory', dir);
+      }
+      for (const name of names) {
+        if (!isChunkFileName(name)) continue;
+        yield {
+          name,
+          path: `${dir}/${name}`,
+          digestHex: name.slice(0, 64).toLowerCase(),
+          bad: name.endsWith('.bad'),
+        };
+      }
+    }
+  }
+
+  /**
+   * Retire a corrupt chunk (§2.7): rename `<hex>` to `<hex>.<n>.bad` with the smallest free n in
+   * 0..8, else `.9.bad` (overwritten). Returns the new path, or undefined when the chunk is gone.
+   */
+  renameCorruptChunk(digest: Uint8Array): Promise<string | undefined> {
+    const path = this.chunkPath(digest);
+    return withPathLock(path, async () => {
+      const st = await lstatIfExists(path);
+      if (st === undefined) return undefined;
+      if (st.isDirectory())
+        throw invalid(`chunk path ${path} is a directory, not a chunk file`, path);
+      let target = `${path}.${MAX_BAD_COPIES - 1}.bad`;
+      for (let n = 0; n < MAX_BAD_COPIES - 1; n++) {
+        const candidate = `${path}.${n}.bad`;
+        if ((await lstatIfExists(candidate)) === undefined) {
+          target = candidate;
+          break;
+        }
+      }
+      try {
+        await rename(path, target);
+      } catch (error) {
+        if (errnoCode(error) === 'ENOENT') return undefined;
+        throw fsError(error, 'rename corrupt chunk', path, { target });
+      }
+      return target;
+    });
+  }
+
+  /** lstat of a chunk file for GC's sweep; undefined when it does not exist (any more). */
+  async statChunkFile(path: string): Promise<ChunkFileStat | undefined> {
+    let st;
+    try {
+      // bigint: atime seconds must be exact, and a double of nanosecond epoch times is not.
+      st = await lstat(path, { bigint: true });
+    } catch (error) {
+      if (errnoCode(error) === 'ENOENT') return undefined;
+      throw fsError(error, 'stat chunk', path);
+    }
+    const ns = st.atimeNs;
+    const seconds = ns >= 0n ? ns / 1_000_000_000n : -((-ns + 999_999_999n) / 1_000_000_000n);
+    return { atimeSeconds: Number(seconds), size: Number(st.size), isFile: st.isFile() };
+  }
+
+  /** Shared `.lock` guard for a writer (§2.6); LOCKED when another process holds it exclusively. */
+  tryShared(): ProcessLockGuard {
+    return this.#locker.tryShared();
+  }
+
+  /** Exclusive `.lock` guard for GC (§2.6); LOCKED when another process holds any lock. */
+  tryExclusive(): ProcessLockGuard {
+    return this.#locker.tryExclusive();
+  }
+
+  /** Oldest acquisition time (epoch seconds) of this process's live shared guards. */
+  oldestWriter(): number | undefined {
+    return this.#locker.oldestWriter();
+  }
+
+  /** `syncfs(2)` on the store's filesystem when the sync level is `filesystem` (§10.3). */
+  async syncFilesystem(): Promise<void> {
+    if (this.syncLevel !== 'filesystem') return;
+    let handle: FileHandle;
+    try {
+      handle = await open(this.base, fsConstants.O_RDONLY | fsConstants.O_DIRECTORY);
+    } catch (error) {
+      throw fsError(error, 'open', this.base);
+    }
+    try {
+      await syncfsAsync(handle.fd);
+    } finally {
+      await handle.close();
+    }
+  }
+
+  /**
+   * The atime safety check (§7.6): insert (or touch) the 4 MiB zero chunk, wait a second for the
+   * kernel's timestamp granularity, then stat, touch, stat. GC_ATIME_CHECK_FAILED unless the
+   * atime advanced; a file replaced between the two stats is checked once more.
+   */
+  async atimeSafetyCheck(options: AtimeCheckOptions = {}): Promise<void> {
+    const sleep = options.sleep ?? this.#sleep;
+    const digest = parseDigestHex(ZERO_CHUNK_DIGEST_HEX);
+    const path = this.chunkPath(digest);
+    for (let attempt = 0; ; attempt++) {
+      const { duplicate } = await this.insertChunk(zeroChunk(), digest);
+      await sleep(1000);
+      const before = await lstatIfExistsBig(path);
+      const touched = touchAtime(path);
+      const after = await lstatIfExistsBig(path);
+      const changed =
+        before === undefined || after === undefined || !touched || before.ino !== after.ino;
+      if (changed) {
+        if (attempt === 0) continue;
+        throw new BurrowError(
+          'GC_ATIME_CHECK_FAILED',
+          `access time safety check: chunk ${path} changed twice during the check, cannot proceed`,
+          { details: { path } },
+        );
+      }
+      if (!before.isFile()) {
+        throw invalid(`chunk path ${path} is not a regular file`, path);
+      }
+      if (after.atimeNs <= before.atimeNs) {
+        throw new BurrowError(
+          'GC_ATIME_CHECK_FAILED',
+          `access time safety check using ${duplicate ? 'pre-existing' : 'newly inserted'} chunk ${path} failed: ` +
+            `its atime did not advance when set (before ${formatNs(before.atimeNs)}, after ${formatNs(after.atimeNs)}); ` +
+            'this filesystem does not keep access times, so garbage collection would be unsafe',
+          {
+            details: {
+              path,
+              preExisting: duplicate,
+              atimeBefore: formatNs(before.atimeNs),
+              atimeAfter: formatNs(after.atimeNs),
+              mtimeBefore: formatNs(before.mtimeNs),
+              mtimeAfter: formatNs(after.mtimeNs),
+            },
+          },
+        );
+      }
+      return;
+    }
+  }
+}
+
+async function lstatIfExistsBig(path: string) {
+  try {
+    return await lstat(path, { bigint: true });
+  } catch (error) {
+    if (errnoCode(error) === 'ENOENT') return undefined;
+    throw fsError(error, 'stat', path);
+  }
+}
+
+/** Epoch nanoseconds as an ISO time with nanoseconds, for messages. */
+function formatNs(ns: bigint): string {
+  const ms = ns / 1_000_000n;
+  const frac = (((ns % 1_000_000_000n) + 1_000_000_000n) % 1_000_000_000n)
+    .toString()
+    .padStart(9, '0');
+  const iso = new Date(Number(ms)).toISOString();
+  return `${iso.slice(0, 19)}.${frac}Z`;
+}
