@@ -1,14 +1,31 @@
 #!/usr/bin/env node
 /** `burrow-manager`: the admin CLI, mirroring proxmox-backup-manager. */
 import { Command } from 'commander';
+import { registerDatastoreCommands } from './commands/datastore.js';
+import { registerGarbageCollectionCommands } from './commands/garbage-collection.js';
+import { registerNamespaceCommands } from './commands/namespace.js';
+import { registerPruneCommand } from './commands/prune.js';
+import { registerSnapshotCommands } from './commands/snapshot.js';
+import { registerTaskCommands } from './commands/task.js';
+import { registerVerifyCommand } from './commands/verify.js';
 import { registerVersionsCommand } from './commands/versions.js';
+import { addDirectoryOptions } from './manager-context.js';
 import { configureProgram, runProgram } from './run.js';
 import { BURROW_VERSION } from './version.js';
 
 export function buildManagerProgram(): Command {
-  const program = configureProgram(new Command('burrow-manager'))
-    .description('Burrow administration (compatible with proxmox-backup-manager)')
-    .version(BURROW_VERSION);
+  const program = addDirectoryOptions(
+    configureProgram(new Command('burrow-manager'))
+      .description('Burrow administration (compatible with proxmox-backup-manager)')
+      .version(BURROW_VERSION),
+  );
+  registerDatastoreCommands(program);
+  registerGarbageCollectionCommands(program);
+  registerVerifyCommand(program);
+  registerPruneCommand(program);
+  registerNamespaceCommands(program);
+  registerSnapshotCommands(program);
+  registerTaskCommands(program);
   registerVersionsCommand(program);
   return program;
 }

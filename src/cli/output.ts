@@ -73,3 +73,39 @@ export function humanBytes(bytes: number): string {
   }
   return unit === 0 ? `${bytes} B` : `${value.toFixed(2)} ${units[unit]}`;
 }
+
+/** Epoch seconds as `YYYY-MM-DDTHH:MM:SSZ` (UTC), the form PBS uses for backup times. */
+export function formatEpoch(seconds: number): string {
+  return new Date(seconds * 1000).toISOString().replace(/\.\d{3}Z$/, 'Z');
+}
+
+export interface TableColumn<T> {
+  readonly header: string;
+  readonly value: (row: T) => string | number | boolean;
+  /** Numbers read best right-aligned; text left-aligned (the default). */
+  readonly align?: 'left' | 'right';
+}
+
+/**
+ * An aligned table for text output: a header line, then one line per row, columns separated by
+ * two spaces. Trailing spaces are trimmed so the output diffs cleanly. An empty list prints
+ * `(empty)` in place of rows, so a person sees the command ran.
+ */
+export function renderTable<T>(columns: ReadonlyArray<TableColumn<T>>, rows: readonly T[]): string {
+  const cells = rows.map((row) => columns.map((c) => String(c.value(row))));
+  const widths = columns.map((c, i) =>
+    Math.max(c.header.length, ...cells.map((line) => (line[i] ?? '').length)),
+  );
+  const line = (values: readonly string[]): string =>
+    values
+      .map((v, i) => {
+        const width = widths[i] ?? 0;
+        return columns[i]?.align === 'right' ? v.padStart(width) : v.padEnd(width);
+      })
+      .join('  ')
+      .trimEnd();
+  const out = [line(columns.map((c) => c.header))];
+  if (cells.length === 0) out.push('(empty)');
+  else for (const values of cells) out.push(line(values));
+  return out.join('\n');
+}

@@ -96,6 +96,7 @@ export const ERROR_CODES = {
   PERMISSION_DENIED: code(EXIT.denied, 403, 'The caller may not do this (owner or privilege check failed).'),
   NOT_EMPTY: code(EXIT.conflict, 409, 'A namespace, group or directory still holds content.'),
   TASK_ABORTED: code(EXIT.failure, 500, 'The task was aborted on request.'),
+  VERIFY_FAILED: code(EXIT.corrupt, 500, 'Verification found damaged snapshots; the task log lists them.'),
   GC_ATIME_CHECK_FAILED: code(EXIT.failure, 500, 'The filesystem does not keep access times set by utimensat; GC would be unsafe.'),
   NATIVE_UNAVAILABLE: code(EXIT.failure, 500, "Burrow's native helper (flock, fcntl, utimensat) is not built; run npm ci."),
 
