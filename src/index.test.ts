@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { makeStore } from '../test/helpers/store-fixture.js';
 import * as burrow from './index.js';
 
 describe('the library entry', () => {
@@ -18,5 +19,24 @@ describe('the library entry', () => {
     );
     expect(manifest.backupId).toBe('h1');
     expect(burrow.formatBackupTime(manifest.backupTime)).toBe('2023-11-14T22:13:20Z');
+  });
+});
+
+describe('the README library example', () => {
+  it('looks up a store and runs a GC task through the public API', async () => {
+    const fixture = await makeStore({ name: 'demo' });
+    try {
+      // As in README.md, with the fixture's directories instead of the environment's.
+      const dirs = burrow.resolveDirs(fixture.dirs);
+      const store = await burrow.DataStore.lookup('demo', { dirs });
+      const tasks = new burrow.TaskManager({ dirs });
+      const { upid, result } = await tasks.run('garbage_collection', 'demo', 'root@pam', (task) =>
+        burrow.garbageCollection(store, task),
+      );
+      expect(result['removed-bytes']).toBe(0);
+      expect((await tasks.readLog(upid)).at(-1)).toMatch(/: TASK OK$/);
+    } finally {
+      await fixture.cleanup();
+    }
   });
 });

@@ -57,3 +57,13 @@ export { FixedIndexWriter, DynamicIndexWriter } from './datastore/index-writer.j
 export { readIndexFile } from './datastore/index-file.js';
 export { inspectFile, inspectChunk } from './datastore/inspect.js';
 export { loadCryptConfig, readKeyConfigFile, writeKeyConfigFile } from './client/key-file.js';
+
+// The datastore
+export { resolveDirs, type BurrowDirs } from './lib/dirs.js';
+export { systemClock, FakeClock, type Clock } from './lib/clock.js';
+export { DataStore } from './datastore/datastore.js';
+export { ChunkStore } from './datastore/chunk-store.js';
+export { garbageCollection } from './datastore/gc.js';
+export { VerifyWorker, verifySnapshot, verifyGroup, verifyStore } from './datastore/verify.js';
+export { computePruneInfo, prunePlan, parseKeepOptions, type KeepOptions } from './datastore/prune.js';
+export { TaskManager, type TaskContext } from './tasks/index.js';
