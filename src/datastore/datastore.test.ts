@@ -485,6 +485,66 @@ describe('groups and snapshots', () => {
   });
 });
 
+describe('damaged indexes', () => {
+  const damagedNs = parseNamespace('damaged');
+  const vm300 = group(damagedNs, 'vm', '300');
+  const [truncated, flipped, good] = [1, 2, 3].map((day) =>
+    snap(vm300, `2024-02-0${day}T00:00:00Z`),
+  ) as [BackupDir, BackupDir, BackupDir];
+  const fidx = 'drive-scsi0.img.fidx';
+
+  beforeAll(async () => {
+    await store.createNamespace(damagedNs);
+    for (const dir of [truncated, flipped, good]) await makeSnapshot(dir);
+    // One chunk: a 4096-byte header and one 32-byte digest. Cut the digest in half...
+    const cut = store.archivePath(truncated, fidx);
+    await writeFile(cut, (await readFile(cut)).subarray(0, 4096 + 16));
+    // ...and, in the other, flip a bit of it: the file still parses, its csum is wrong.
+    const flip = store.archivePath(flipped, fidx);
+    const bytes = await readFile(flip);
+    bytes.writeUInt8(bytes.readUInt8(4096 + 5) ^ 0x10, 4096 + 5);
+    await writeFile(flip, bytes);
+  });
+
+  it('listing does not read indexes: every snapshot is listed, finished, without error', async () => {
+    const expected = (dir: BackupDir) => ({
+      dir,
+      path: join(storePath, 'ns/damaged/vm/300', formatBackupTime(dir.time)),
+      finished: true,
+      protected: false,
+      files: [fidx, 'index.json.blob', 'qemu-server.conf.blob'],
+    });
+    expect(await store.listSnapshots(vm300)).toEqual([truncated, flipped, good].map(expected));
+    for (const dir of [truncated, flipped, good]) {
+      expect(await store.snapshotInfo(dir)).toEqual(expected(dir));
+    }
+    expect((await store.listGroups(damagedNs)).map(formatGroup)).toEqual(['ns/damaged/vm/300']);
+    expect(await store.lastSuccessfulBackup(vm300)).toBe(good.time);
+  });
+
+  it('opening the truncated index fails naming the file; the others open', async () => {
+    const path = store.archivePath(truncated, fidx);
+    const err = await expectCode(store.openIndex(truncated, fidx), 'INDEX_BAD_SIZE');
+    expect(err.message).toContain(path);
+    expect(err.message).toContain(`fixed index is ${4096 + 16} bytes`);
+
+    // The flipped bit is only visible against the manifest's csum (what verify checks).
+    const csumOf = async (dir: BackupDir): Promise<{ actual: string; manifest?: string }> => {
+      const index = await store.openIndex(dir, fidx);
+      const { manifest } = await store.loadManifest(dir);
+      return {
+        actual: Buffer.from(index.index.computeCsum()).toString('hex'),
+        manifest: manifest.files.find((f) => f.filename === fidx)?.csum,
+      };
+    };
+    const bad = await csumOf(flipped);
+    expect(bad.manifest).toMatch(/^[0-9a-f]{64}$/);
+    expect(bad.actual).not.toBe(bad.manifest);
+    const ok = await csumOf(good);
+    expect(ok.actual).toBe(ok.manifest);
+  });
+});
+
 describe('owners and locked creation', () => {
   const ownNs = parseNamespace('owners');
   beforeAll(() => store.createNamespace(ownNs));

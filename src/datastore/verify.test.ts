@@ -27,12 +27,16 @@ import {
   formatSnapshot,
   parseNamespace,
 } from '../types/backup.js';
+import { INDEX_HEADER_SIZE } from '../format/magic.js';
 import { digestToHex } from '../types/digest.js';
-import type { DataStore } from './datastore.js';
+import { updateDatastoreConfig } from './datastore-config-store.js';
+import { DataStore } from './datastore.js';
 import {
   type VerifyOptions,
   VerifyWorker,
   verifyGroup,
+  verifyNewSnapshot,
+  verifyNewWorkerId,
   verifySnapshot,
   verifyStore,
 } from './verify.js';
@@ -394,5 +398,197 @@ describe('verifyStore', () => {
     expect(full.lines).toContain('found 3 groups');
     expect(await verifyState(deep)).toMatchObject({ state: 'ok' });
     expect(await verifyState(bench)).toBeUndefined();
+  });
+});
+
+describe('damaged indexes', () => {
+  it('a truncated and a corrupt index fail only their snapshots, naming the files', async () => {
+    const truncated = nextDir('vm', '300');
+    const flipped = nextDir('vm', '300');
+    const good = nextDir('vm', '300');
+    const chunks = [fresh(), fresh(), fresh()];
+    for (const dir of [truncated, flipped, good]) {
+      await writeSnapshot(store, dir, [{ kind: 'didx', name: 'root.pxar.didx', chunks }]);
+    }
+    const truncatedPath = store.archivePath(truncated, 'root.pxar.didx');
+    const whole = readFileSync(truncatedPath);
+    // Half an entry short: no whole number of 40-byte entries after the header.
+    writeFileSync(truncatedPath, whole.subarray(0, whole.length - 20));
+    const flippedPath = store.archivePath(flipped, 'root.pxar.didx');
+    const body = readFileSync(flippedPath);
+    // A byte of the second entry's digest: the file still parses, its csum no longer matches.
+    const at = INDEX_HEADER_SIZE + 40 + 8 + 3;
+    body.writeUInt8(body.readUInt8(at) ^ 0x20, at);
+    writeFileSync(flippedPath, body);
+
+    const { result: run, loads } = await countingLoads(() =>
+      runVerify((w) => verifyGroup(w, good.group)),
+    );
+    expect(run.result).toEqual([flipped, truncated]);
+    const failed = (dir: BackupDir): string[] =>
+      run.lines.filter((l) =>
+        l.startsWith(`verify ${store.name}:${formatSnapshot(dir)}/root.pxar.didx failed: `),
+      );
+    const truncatedLines = failed(truncated);
+    expect(truncatedLines).toHaveLength(1);
+    expect(truncatedLines[0]).toContain(
+      `${truncatedPath}: dynamic index is ${whole.length - 20} bytes`,
+    );
+    expect(failed(flipped)).toEqual([
+      `verify ${store.name}:${formatSnapshot(flipped)}/root.pxar.didx failed: wrong index checksum`,
+    ]);
+    expect(failed(good)).toEqual([]);
+    expect(await verifyState(good)).toEqual({ state: 'ok', upid: run.upid });
+    expect(await verifyState(flipped)).toEqual({ state: 'failed', upid: run.upid });
+    expect(await verifyState(truncated)).toEqual({ state: 'failed', upid: run.upid });
+    // The good snapshot's chunks were read once; the broken indexes led to no chunk reads and
+    // no renames (the damage is in the index, not in the chunks).
+    expect([...loads].sort()).toEqual(chunks.map((c) => digestToHex(c.digest)).sort());
+    for (const c of chunks) expect(exists(chunkPath(c))).toBe(true);
+  });
+});
+
+describe('verifyNewSnapshot (verify-new)', () => {
+  const setVerifyNew = (value: boolean | undefined): Promise<unknown> =>
+    updateDatastoreConfig(fixture.dirs, ({ entries }) =>
+      entries.map((e) => {
+        if (e.name !== store.name) return e;
+        const { 'verify-new': _old, ...props } = e.props;
+        return {
+          name: e.name,
+          props: value === undefined ? props : { ...props, 'verify-new': value },
+        };
+      }),
+    );
+
+  it('does nothing without verify-new: no task, no verify state', async () => {
+    const manager = new TaskManager({ dirs: fixture.dirs, node: 'testnode' });
+    const dir = nextDir('vm', '400');
+    await writeSnapshot(store, dir, [{ kind: 'didx', name: 'root.pxar.didx', chunks: [fresh()] }]);
+    expect(store.config?.['verify-new']).toBeUndefined();
+    const before = (await manager.list()).length;
+    expect(await verifyNewSnapshot(store, dir, manager, 'root@pam')).toBeUndefined();
+    expect((await manager.list()).length).toBe(before);
+    expect(await verifyState(dir)).toBeUndefined();
+
+    await setVerifyNew(false);
+    try {
+      const off = await DataStore.lookup(store.name, { dirs: fixture.dirs });
+      expect(off.config?.['verify-new']).toBe(false);
+      expect(await verifyNewSnapshot(off, dir, manager, 'root@pam')).toBeUndefined();
+      expect((await manager.list()).length).toBe(before);
+    } finally {
+      await setVerifyNew(undefined);
+    }
+  });
+
+  it('with verify-new, verifies exactly the new snapshot in a verify task', async () => {
+    await setVerifyNew(true);
+    try {
+      const verifying = await DataStore.lookup(store.name, { dirs: fixture.dirs });
+      expect(verifying.config?.['verify-new']).toBe(true);
+      const manager = new TaskManager({ dirs: fixture.dirs, node: 'testnode' });
+
+      const older = nextDir('ct', '401');
+      const dir = nextDir('ct', '401');
+      await writeSnapshot(store, older, [
+        { kind: 'didx', name: 'root.pxar.didx', chunks: [fresh()] },
+      ]);
+      await writeSnapshot(store, dir, [
+        { kind: 'didx', name: 'root.pxar.didx', chunks: [fresh(), fresh()] },
+      ]);
+      // An earlier verify state does not make the new verify skip it.
+      await store.updateManifest(dir, (m) => {
+        m.unprotected.verify_state = { state: 'failed', upid: 'x' };
+      });
+      const lines: string[] = [];
+      const result = await verifyNewSnapshot(verifying, dir, manager, 'backup@pbs', {
+        onLine: (l) => lines.push(l),
+      });
+      expect(result?.ok).toBe(true);
+      const upid = result?.upid ?? '';
+      const fields = parseUpid(upid);
+      expect(fields.workerType).toBe('verify');
+      const hexTime = dir.time.toString(16).toUpperCase().padStart(8, '0');
+      expect(verifyNewWorkerId(verifying, dir)).toBe(`${store.name}:ct/401/${hexTime}`);
+      expect(fields.workerId).toBe(`${store.name}:ct/401/${hexTime}`);
+      // The task layer escapes it in the UPID text (pbs-formats §11.1).
+      expect(upid).toContain(`:verify:${store.name}\\x3act-401-${hexTime}:backup@pbs:`);
+      expect(fields.authId).toBe('backup@pbs');
+      expect((await manager.status(upid)).state).toBe('ok');
+      expect(lines[0]).toBe('Automatically verifying newly added snapshot');
+      expect(lines).toContain(`verify ${store.name}:${formatSnapshot(dir)}`);
+      expect(lines.filter((l) => l.startsWith('verify '))).toHaveLength(1);
+      expect(await verifyState(dir)).toEqual({ state: 'ok', upid });
+      expect(await verifyState(older)).toBeUndefined();
+      // The shared lock is released when the task ends.
+      const guard = await store.lockSnapshot(dir, true);
+      await guard.release();
+    } finally {
+      await setVerifyNew(undefined);
+    }
+  });
+
+  it('with verify-new, a corrupt chunk gives ok false, a failed task and a .0.bad chunk', async () => {
+    await setVerifyNew(true);
+    try {
+      const verifying = await DataStore.lookup(store.name, { dirs: fixture.dirs });
+      const manager = new TaskManager({ dirs: fixture.dirs, node: 'testnode' });
+      const bad = fresh();
+      const dir = nextDir('vm', '402');
+      await writeSnapshot(store, dir, [
+        { kind: 'didx', name: 'root.pxar.didx', chunks: [fresh(), bad] },
+      ]);
+      const bytes = readFileSync(chunkPath(bad));
+      bytes.writeUInt8(bytes.readUInt8(20) ^ 0x01, 20);
+      writeFileSync(chunkPath(bad), bytes);
+
+      const result = await verifyNewSnapshot(verifying, dir, manager, 'root@pam');
+      expect(result?.ok).toBe(false);
+      const upid = result?.upid ?? '';
+      expect(await manager.status(upid)).toMatchObject({
+        state: 'error',
+        status: 'verification failed - please check the log for details',
+      });
+      expect(exists(chunkPath(bad))).toBe(false);
+      expect(readFileSync(`${chunkPath(bad)}.0.bad`)).toEqual(bytes);
+      expect(await verifyState(dir)).toEqual({ state: 'failed', upid });
+      const log = await manager.readLog(upid);
+      expect(
+        log.some((l) =>
+          l.endsWith(`corrupted chunk renamed to ${JSON.stringify(`${chunkPath(bad)}.0.bad`)}`),
+        ),
+      ).toBe(true);
+    } finally {
+      await setVerifyNew(undefined);
+    }
+  });
+
+  it('with verify-new, a snapshot locked by someone else or gone is an error and starts no task', async () => {
+    await setVerifyNew(true);
+    try {
+      const verifying = await DataStore.lookup(store.name, { dirs: fixture.dirs });
+      const manager = new TaskManager({ dirs: fixture.dirs, node: 'testnode' });
+      const dir = nextDir('vm', '403');
+      await writeSnapshot(store, dir, [
+        { kind: 'didx', name: 'root.pxar.didx', chunks: [fresh()] },
+      ]);
+      const before = (await manager.list()).length;
+      const guard = await store.lockSnapshot(dir, true);
+      try {
+        await expect(verifyNewSnapshot(verifying, dir, manager, 'root@pam')).rejects.toSatisfy(
+          (e: unknown) => isBurrowError(e, 'LOCKED'),
+        );
+      } finally {
+        await guard.release();
+      }
+      await expect(
+        verifyNewSnapshot(verifying, nextDir('vm', '403'), manager, 'root@pam'),
+      ).rejects.toSatisfy((e: unknown) => isBurrowError(e, 'NOT_FOUND'));
+      expect((await manager.list()).length).toBe(before);
+      expect(await verifyState(dir)).toBeUndefined();
+    } finally {
+      await setVerifyNew(undefined);
+    }
   });
 });

@@ -20,7 +20,7 @@ import { performance } from 'node:perf_hooks';
 import type { Clock } from '../lib/clock.js';
 import { systemClock } from '../lib/clock.js';
 import { BurrowError, isBurrowError } from '../lib/errors.js';
-import type { TaskContext } from '../tasks/index.js';
+import type { TaskContext, TaskManager, TaskRunOptions } from '../tasks/index.js';
 import {
   decodeBlob,
   isEncryptedKind,
@@ -528,4 +528,91 @@ export async function verifyStore(
     failed.push(...(await verifyGroupWith(w, group, progress)));
   }
   return failed;
+}
+
+// ---------------------------------------------------------------------------------------------
+// verify-new: the snapshot a backup has just finished
+
+/**
+ * The worker id of the verify that follows a backup: `<store>:<type>/<id>/<time as 8 upper-case
+ * hex digits>`, as PBS forms it for this task. PBS leaves the namespace out here, so snapshots
+ * of the same group and time in different namespaces share the id; the UPID still differs.
+ */
+export function verifyNewWorkerId(store: DataStore, dir: BackupDir): string {
+  const time = dir.time.toString(16).toUpperCase().padStart(8, '0');
+  return `${store.name}:${dir.group.type}/${dir.group.id}/${time}`;
+}
+
+/**
+ * What a backup session calls right after a successful finish (pbs-formats §6.8 step 7): when
+ * the store's datastore.cfg section has `verify-new true`, verify exactly that snapshot in a task
+ * of type `verify` (worker id from verifyNewWorkerId) with a fresh VerifyWorker that ignores any
+ * earlier verify state, and return the task's UPID and the verdict. Without `verify-new` nothing
+ * happens and the result is undefined.
+ *
+ * The caller must have released its exclusive snapshot lock. The shared lock is taken before the
+ * task starts, as PBS does, and held until it ends: a snapshot that someone else locked or
+ * removed in the meantime is an error of this call (LOCKED / NOT_FOUND, no task), which the
+ * backup logs as "starting the requested verify task failed", rather than a silently skipped
+ * verify. A failed verification ends the task with an error, as in PBS, and gives `ok: false`;
+ * any other error of the task (an abort, a task log that cannot be written) is thrown.
+ */
+export async function verifyNewSnapshot(
+  store: DataStore,
+  dir: BackupDir,
+  tasks: TaskManager,
+  authId: string,
+  opts: TaskRunOptions & Pick<VerifyOptions, 'readAhead'> = {},
+): Promise<{ upid: string; ok: boolean } | undefined> {
+  if (store.config?.['verify-new'] !== true) return undefined;
+  const path = resolve(store.base, store.snapshotPath(dir));
+  if (!(await exists(path))) {
+    throw new BurrowError(
+      'NOT_FOUND',
+      `cannot verify new snapshot ${formatSnapshot(dir)}: ${path} does not exist`,
+      { details: { path } },
+    );
+  }
+  const lock = await store.lockSnapshot(dir, false);
+  const { readAhead, onStart, ...runOptions } = opts;
+  let upid: string | undefined;
+  let verdict: boolean | undefined;
+  try {
+    await tasks.run(
+      'verify',
+      verifyNewWorkerId(store, dir),
+      authId,
+      async (task) => {
+        task.log('Automatically verifying newly added snapshot');
+        const worker = new VerifyWorker(store, task, {
+          ignoreVerified: false,
+          ...(readAhead === undefined ? {} : { readAhead }),
+        });
+        verdict = await verifyLocked(worker, dir, worker.label(dir));
+        if (!verdict) {
+          throw new BurrowError(
+            'VERIFY_FAILED',
+            'verification failed - please check the log for details',
+            { details: { snapshot: formatSnapshot(dir) } },
+          );
+        }
+      },
+      {
+        ...runOptions,
+        onStart: (started) => {
+          upid = started;
+          onStart?.(started);
+        },
+      },
+    );
+  } catch (error) {
+    // Only the verdict is a result; everything else the task ended with is the caller's error.
+    if (verdict !== false) throw error;
+  } finally {
+    await lock.release();
+  }
+  if (upid === undefined || verdict === undefined) {
+    throw new BurrowError('INTERNAL', 'verify-new task ended without a verdict');
+  }
+  return { upid, ok: verdict };
 }
