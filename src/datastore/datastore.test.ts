@@ -627,14 +627,15 @@ describe('owners and locked creation', () => {
     ]);
     expect((await stat(created.guard.path)).mode & 0o777).toBe(0o660);
 
-    await expectCode(
-      store.createLockedBackupDir(dir),
-      'ALREADY_EXISTS',
-      /backup directory already exists/,
-    );
+    // The directory exists and the first guard holds it.
+    await expectCode(store.createLockedBackupDir(dir), 'LOCKED');
     await expectCode(store.lockSnapshot(dir, false), 'LOCKED');
     await expectCode(store.removeBackupDir(dir, false), 'LOCKED');
     await created.guard.release();
+    const again = await store.createLockedBackupDir(dir);
+    expect(again.isNew).toBe(false);
+    expect(again.path).toBe(created.path);
+    await again.guard.release();
     const shared1 = await store.lockSnapshot(dir, false);
     const shared2 = await store.lockSnapshot(dir, false);
     await expectCode(store.lockSnapshot(dir, true), 'LOCKED');

@@ -983,9 +983,10 @@ export class DataStore {
   }
 
   /**
-   * Create a new snapshot directory and lock it exclusively. ALREADY_EXISTS when the directory
-   * exists ("backup directory already exists"); NOT_FOUND when its group does not exist.
-   * `path` is absolute; `isNew` is always true (kept for PBS's signature).
+   * Create a snapshot directory and lock it exclusively, as PBS's create_locked_backup_dir:
+   * `isNew` is false when the directory existed already (a backup session refuses that with
+   * "backup directory already exists"; sync may continue it). LOCKED when someone holds it;
+   * NOT_FOUND when its group does not exist. `path` is absolute.
    */
   async createLockedBackupDir(
     dir: BackupDir,
@@ -993,26 +994,19 @@ export class DataStore {
     const checked = checkDir(dir);
     await this.#requireGroup(checked.group);
     const path = this.snapshotPath(checked);
+    let isNew = true;
     try {
       await mkdir(path);
     } catch (error) {
-      if (errnoOf(error) === 'EEXIST') {
-        throw new BurrowError(
-          'ALREADY_EXISTS',
-          `backup directory already exists: ${formatSnapshot(checked)}`,
-          {
-            details: { snapshot: formatSnapshot(checked), path },
-          },
-        );
-      }
-      throw fsError(error, 'create snapshot directory', path);
+      if (errnoOf(error) !== 'EEXIST') throw fsError(error, 'create snapshot directory', path);
+      isNew = false;
     }
     try {
-      return { path, isNew: true, guard: await this.lockSnapshot(checked, true) };
+      return { path, isNew, guard: await this.lockSnapshot(checked, true) };
     } catch (error) {
       // Someone holds the lock of a snapshot that did not exist a moment ago (a removal that
       // has not let go yet): leave no empty directory behind.
-      await rmdir(path).catch(() => undefined);
+      if (isNew) await rmdir(path).catch(() => undefined);
       throw error;
     }
   }
