@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import {
   chmod,
+  lchown,
   lstat,
   mkdir,
   mkdtemp,
@@ -228,6 +229,10 @@ describe('create and open', () => {
     } finally {
       await mkdir(join(chunkDir, '0002'), 0o750);
       await chmod(join(chunkDir, '0002'), 0o750);
+      // Reuse checks owners too (when the store has one): the stand-in must match the others.
+      if (store.fileOwner !== undefined) {
+        await lchown(join(chunkDir, '0002'), store.fileOwner.uid, store.fileOwner.gid);
+      }
     }
     await chmod(join(base, '.lock'), 0o600);
     try {

@@ -15,9 +15,16 @@
  * - The disk may hold anything: a directory or symlink where a chunk should be, a truncated file,
  *   a missing prefix directory. Each becomes a BurrowError naming the path, never a crash.
  */
-import { constants as fsConstants, chmodSync, mkdirSync, readdirSync, statSync } from 'node:fs';
+import {
+  constants as fsConstants,
+  chmodSync,
+  lchownSync,
+  mkdirSync,
+  readdirSync,
+  statSync,
+} from 'node:fs';
 import type { Stats } from 'node:fs';
-import { chmod, lstat, mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
+import { chmod, lchown, lstat, mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { setTimeout as sleepMs } from 'node:timers/promises';
@@ -37,6 +44,8 @@ import { SYNC_LEVELS } from '../format/datastore-config.js';
 import type { SyncLevel } from '../format/datastore-config.js';
 import { FIXED_CHUNK_SIZE, MAX_ENCODED_CHUNK_SIZE } from '../format/magic.js';
 import { DIGEST_SIZE, digestToHex, parseDigestHex } from '../types/digest.js';
+import { chownHandle, datastoreFileOwner, mkdirOwned } from './file-owner.js';
+import type { FileOwner } from './file-owner.js';
 import { ProcessLocker } from './process-locker.js';
 import type { ProcessLockGuard } from './process-locker.js';
 
@@ -318,15 +327,43 @@ function requireMode(st: Stats, expected: number, path: string): void {
   }
 }
 
+/** The owner check of a reused store; skipped when Burrow chowns nothing (file-owner.ts). */
+function requireOwner(st: Stats, owner: FileOwner | undefined, path: string): void {
+  if (owner === undefined || (st.uid === owner.uid && st.gid === owner.gid)) return;
+  throw invalid(
+    `cannot reuse chunk store: ${path} is owned by ${st.uid}:${st.gid}, expected the datastore user ${owner.uid}:${owner.gid} (chown -R the store, or see BURROW_DATASTORE_USER)`,
+    path,
+    { uid: st.uid, gid: st.gid, expectedUid: owner.uid, expectedGid: owner.gid },
+  );
+}
+
+function requireModeAndOwner(
+  st: Stats,
+  mode: number,
+  owner: FileOwner | undefined,
+  path: string,
+): void {
+  requireMode(st, mode, path);
+  requireOwner(st, owner, path);
+}
+
 /**
  * The check PBS 4 makes before adopting an existing store (§2.1 step 5): base 0755, `.chunks` and
- * all 65536 prefix directories 0750, `.lock` 0644 (following symlinks, as PBS's stat does).
- * Ownership is not checked: PBS requires the `backup` user, Burrow runs as whoever runs it.
+ * all 65536 prefix directories 0750, `.lock` 0644 (following symlinks, as PBS's stat does), and
+ * all of them owned by the datastore user when Burrow has one (PBS: always backup:backup; a
+ * Burrow that chowns nothing, e.g. not run as root, accepts any owner).
  */
-async function verifyLayout(base: string, onProgress?: (percent: number) => void): Promise<void> {
-  requireMode(await requireDir(base, 'datastore directory'), BASE_DIR_MODE, base);
+async function verifyLayout(
+  base: string,
+  owner: FileOwner | undefined,
+  onProgress?: (percent: number) => void,
+): Promise<void> {
+  const baseStat = await requireDir(base, 'datastore directory');
   const chunkDir = join(base, '.chunks');
-  requireMode(await requireDir(chunkDir, 'chunk directory'), CHUNK_DIR_MODE, chunkDir);
+  // A directory that is no store at all says so before its mode or owner is held against it.
+  const chunkDirStat = await requireDir(chunkDir, 'chunk directory');
+  requireModeAndOwner(baseStat, BASE_DIR_MODE, owner, base);
+  requireModeAndOwner(chunkDirStat, CHUNK_DIR_MODE, owner, chunkDir);
   const progress = percentReporter(PREFIX_DIR_COUNT, onProgress);
   const slice = new TimeSlice();
   const paths = prefixDirPaths(chunkDir);
@@ -353,20 +390,22 @@ async function verifyLayout(base: string, onProgress?: (percent: number) => void
         path,
       );
     }
-    requireMode(st, CHUNK_DIR_MODE, path);
+    requireModeAndOwner(st, CHUNK_DIR_MODE, owner, path);
     progress(at);
   }
   const lockPath = join(base, '.lock');
-  requireMode(await requireFile(lockPath, 'lock file'), LOCK_FILE_MODE, lockPath);
+  requireModeAndOwner(await requireFile(lockPath, 'lock file'), LOCK_FILE_MODE, owner, lockPath);
 }
 
 /**
  * mkdir `.chunks/0000` … `.chunks/ffff` in ascending order, so `ffff` exists only once all the
- * others do (open() relies on that to recognise an interrupted creation).
+ * others do (open() relies on that to recognise an interrupted creation). Each is handed to
+ * `owner` right after its mkdir, so `ffff` existing also means every directory has its owner.
  */
 async function makePrefixDirs(
   chunkDir: string,
   fixMode: boolean,
+  owner: FileOwner | undefined,
   onProgress?: (percent: number) => void,
 ): Promise<void> {
   const progress = percentReporter(PREFIX_DIR_COUNT, onProgress);
@@ -377,6 +416,7 @@ async function makePrefixDirs(
     const path = paths[at] as string;
     try {
       mkdirSync(path, CHUNK_DIR_MODE);
+      if (owner !== undefined) lchownSync(path, owner.uid, owner.gid);
       if (fixMode) chmodSync(path, CHUNK_DIR_MODE);
     } catch (error) {
       throw fsError(error, 'create prefix directory', path);
@@ -401,14 +441,25 @@ export class ChunkStore {
   /** `<base>/.chunks`. */
   readonly chunkDir: string;
   readonly syncLevel: SyncLevel;
+  /**
+   * Owner of everything created in the store (chunks here; the DataStore uses it for the rest),
+   * resolved when the store is opened; undefined = files belong to whoever runs Burrow.
+   */
+  readonly fileOwner: FileOwner | undefined;
   readonly #locker: ProcessLocker;
   readonly #onWarning: (message: string) => void;
   readonly #sleep: (ms: number) => Promise<void>;
 
-  private constructor(base: string, locker: ProcessLocker, options: ChunkStoreOptions) {
+  private constructor(
+    base: string,
+    locker: ProcessLocker,
+    owner: FileOwner | undefined,
+    options: ChunkStoreOptions,
+  ) {
     this.base = base;
     this.chunkDir = join(base, '.chunks');
     this.syncLevel = options.syncLevel ?? 'filesystem';
+    this.fileOwner = owner;
     this.#locker = locker;
     this.#onWarning = options.onWarning ?? (() => {});
     this.#sleep = options.sleep ?? ((ms) => sleepMs(ms));
@@ -419,13 +470,16 @@ export class ChunkStore {
    * entries other than dot-names and `lost+found`; `.chunks` 0750 (ALREADY_EXISTS when there),
    * empty `.lock` 0644 written atomically, then the 65536 prefix directories 0750. With
    * `reuse: true` an existing store is checked (verifyLayout) and opened instead. The atime safety
-   * check is not run here: the caller decides (tuning `gc-atime-safety-check`).
+   * check is not run here: the caller decides (tuning `gc-atime-safety-check`). The base (made or
+   * already there), `.chunks`, `.lock` and the prefix directories get the datastore owner
+   * (file-owner.ts) when there is one; missing parents of the base stay the creator's, as in PBS.
    */
   static async create(base: string, options: ChunkStoreCreateOptions = {}): Promise<ChunkStore> {
     const root = checkAbsolute(base);
     checkSyncLevel(options.syncLevel ?? 'filesystem');
+    const owner = datastoreFileOwner();
     if (options.reuse === true) {
-      await verifyLayout(root, options.onProgress);
+      await verifyLayout(root, owner, options.onProgress);
       return ChunkStore.open(root, options);
     }
 
@@ -464,7 +518,7 @@ export class ChunkStore {
 
     const chunkDir = join(root, '.chunks');
     try {
-      await mkdir(chunkDir, CHUNK_DIR_MODE);
+      await mkdirOwned(chunkDir, owner, { mode: CHUNK_DIR_MODE });
     } catch (error) {
       if (errnoCode(error) === 'EEXIST') {
         throw new BurrowError(
@@ -480,16 +534,29 @@ export class ChunkStore {
     }
     const fixMode = ((await stat(chunkDir)).mode & 0o777) !== CHUNK_DIR_MODE;
     if (fixMode) await chmod(chunkDir, CHUNK_DIR_MODE);
+    // The base is handed over even when it existed before (as PBS does), but only once `.chunks`
+    // proved that no store is there: a refused create changes nothing.
+    if (owner !== undefined) {
+      try {
+        await lchown(root, owner.uid, owner.gid);
+      } catch (error) {
+        throw fsError(error, 'chown datastore directory', root);
+      }
+    }
 
     const lockPath = join(root, '.lock');
     try {
-      await writeFileAtomic(lockPath, new Uint8Array(0), { fsync: false, mode: LOCK_FILE_MODE });
+      await writeFileAtomic(lockPath, new Uint8Array(0), {
+        fsync: false,
+        mode: LOCK_FILE_MODE,
+        owner,
+      });
       if (fixMode) await chmod(lockPath, LOCK_FILE_MODE);
     } catch (error) {
       throw fsError(error, 'write lock file', lockPath);
     }
 
-    await makePrefixDirs(chunkDir, fixMode, options.onProgress);
+    await makePrefixDirs(chunkDir, fixMode, owner, options.onProgress);
 
     const store = await ChunkStore.open(root, options);
     // PBS syncs nothing here; with `file` (durable per operation) the new directories are
@@ -535,8 +602,9 @@ export class ChunkStore {
         throw error;
       }
     }
+    const owner = datastoreFileOwner();
     const locker = await ProcessLocker.open(lockPath, options.clock ?? systemClock);
-    return new ChunkStore(root, locker, options);
+    return new ChunkStore(root, locker, owner, options);
   }
 
   /** `<base>/.chunks/<first 4 hex>/<64 hex>` (§2.2). */
@@ -706,7 +774,9 @@ export class ChunkStore {
     }
     try {
       try {
-        // Exact mode whatever the umask, as PBS sets it explicitly.
+        // Owner first (PBS 4 chowns the temp file, §2.3 step 3): the chunk never appears under
+        // its name with another owner. Then the exact mode whatever the umask, as PBS sets it.
+        await chownHandle(handle, this.fileOwner);
         await handle.chmod(CHUNK_FILE_MODE);
         await handle.writeFile(blob);
         if (this.syncLevel === 'file') await handle.sync();

@@ -13,6 +13,7 @@ import { BurrowError, withFile } from '../lib/errors.js';
 import type { DatastoreConfigEntry } from '../format/datastore-config.js';
 import { parseDatastoreConfig, writeDatastoreConfig } from '../format/datastore-config.js';
 import { sectionConfigDigest } from '../format/section-config.js';
+import { datastoreFileOwner } from './file-owner.js';
 import type { LockGuard } from './lock-file.js';
 import { lockFile } from './lock-file.js';
 
@@ -79,15 +80,25 @@ export function lockDatastoreConfig(dirs: BurrowDirs): Promise<LockGuard> {
   });
 }
 
-/** Replace datastore.cfg atomically. The caller holds the config lock. */
+/**
+ * Replace datastore.cfg atomically. The caller holds the config lock. The file stays the
+ * writer's (root's), with the datastore user's group when there is one, so that user's daemon
+ * can read it (PBS: root:backup 0640).
+ */
 export async function writeDatastoreConfigFile(
   dirs: BurrowDirs,
   entries: readonly DatastoreConfigEntry[],
 ): Promise<void> {
   const path = datastoreConfigPath(dirs);
   const text = writeDatastoreConfig(entries);
+  const group = datastoreFileOwner()?.gid;
   try {
-    await writeFileAtomic(path, text, { fsync: true, mode: DATASTORE_CONFIG_MODE });
+    await writeFileAtomic(path, text, {
+      fsync: true,
+      mode: DATASTORE_CONFIG_MODE,
+      // uid -1: chown leaves the owner as it is.
+      owner: group === undefined ? undefined : { uid: -1, gid: group },
+    });
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     throw new BurrowError('IO_ERROR', `cannot write ${path}: ${code ?? String(error)}`, {

@@ -13,17 +13,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { constants as fsConstants } from 'node:fs';
-import {
-  lstat,
-  mkdir,
-  open,
-  readFile,
-  readdir,
-  realpath,
-  rm,
-  rmdir,
-  writeFile,
-} from 'node:fs/promises';
+import { lstat, open, readFile, readdir, realpath, rm, rmdir } from 'node:fs/promises';
 import { isAbsolute, join, resolve, sep } from 'node:path';
 import { writeFileAtomic } from '../lib/atomic-write.js';
 import type { Clock } from '../lib/clock.js';
@@ -98,6 +88,8 @@ import {
   updateDatastoreConfig,
 } from './datastore-config-store.js';
 import type { GcStatusData } from './gc-status.js';
+import { chownHandle, mkdirOwned } from './file-owner.js';
+import type { FileOwner } from './file-owner.js';
 import { defaultGcStatus, parseGcStatus, serializeGcStatus } from './gc-status.js';
 import type { IndexFile } from './index-file.js';
 import { readIndexFile } from './index-file.js';
@@ -336,6 +328,14 @@ export class DataStore {
     this.#gcStatus = gcStatus;
   }
 
+  /**
+   * Owner of every file and directory created in the store and of its lock files (file-owner.ts;
+   * PBS: backup:backup), resolved when the chunk store was opened; undefined = the creator's.
+   */
+  get fileOwner(): FileOwner | undefined {
+    return this.chunkStore.fileOwner;
+  }
+
   static async #open(
     name: string,
     path: string,
@@ -558,7 +558,11 @@ export class DataStore {
     this.#gcStatus = structuredClone(status);
     const path = join(this.base, GC_STATUS_FILE);
     try {
-      await writeFileAtomic(path, serializeGcStatus(status), { fsync: false, mode: FILE_MODE });
+      await writeFileAtomic(path, serializeGcStatus(status), {
+        fsync: false,
+        mode: FILE_MODE,
+        owner: this.fileOwner,
+      });
     } catch (error) {
       this.#log(`WARN: cannot write ${path}: ${errnoOf(error) ?? String(error)}`);
     }
@@ -634,6 +638,7 @@ export class DataStore {
       exclusive,
       timeoutMs: 0,
       what: `backup group ${formatGroup(group)}`,
+      owner: this.fileOwner,
     });
   }
 
@@ -643,6 +648,7 @@ export class DataStore {
       exclusive,
       timeoutMs: 0,
       what: `backup snapshot ${formatSnapshot(dir)}`,
+      owner: this.fileOwner,
     });
   }
 
@@ -652,6 +658,7 @@ export class DataStore {
       exclusive: true,
       timeoutMs: MANIFEST_LOCK_TIMEOUT_MS,
       what: `manifest of ${formatSnapshot(dir)}`,
+      owner: this.fileOwner,
     });
   }
 
@@ -694,8 +701,8 @@ export class DataStore {
     }
     const path = this.namespacePath(checked);
     try {
-      await mkdir(join(this.namespacePath(parent), 'ns'), { recursive: true });
-      await mkdir(path);
+      await mkdirOwned(join(this.namespacePath(parent), 'ns'), this.fileOwner, { recursive: true });
+      await mkdirOwned(path, this.fileOwner);
     } catch (error) {
       if (errnoOf(error) === 'EEXIST') {
         throw new BurrowError('ALREADY_EXISTS', `${nsLabel(checked)} already exists`, {
@@ -905,7 +912,7 @@ export class DataStore {
     const fsync = this.tuning.syncLevel === 'file';
     if (force) {
       try {
-        await writeFileAtomic(path, text, { fsync, mode: FILE_MODE });
+        await writeFileAtomic(path, text, { fsync, mode: FILE_MODE, owner: this.fileOwner });
       } catch (error) {
         throw fsError(error, 'write owner file', path);
       }
@@ -927,6 +934,7 @@ export class DataStore {
       throw fsError(error, 'create owner file', path);
     }
     try {
+      await chownHandle(handle, this.fileOwner);
       await handle.writeFile(text);
       if (fsync) await handle.sync();
     } catch (error) {
@@ -951,8 +959,8 @@ export class DataStore {
     const typeDir = join(this.namespacePath(checked.ns), checked.type);
     let created: boolean;
     try {
-      await mkdir(typeDir, { recursive: true });
-      await mkdir(path);
+      await mkdirOwned(typeDir, this.fileOwner, { recursive: true });
+      await mkdirOwned(path, this.fileOwner);
       created = true;
     } catch (error) {
       if (errnoOf(error) !== 'EEXIST') throw fsError(error, 'create backup group', path);
@@ -996,7 +1004,7 @@ export class DataStore {
     const path = this.snapshotPath(checked);
     let isNew = true;
     try {
-      await mkdir(path);
+      await mkdirOwned(path, this.fileOwner);
     } catch (error) {
       if (errnoOf(error) !== 'EEXIST') throw fsError(error, 'create snapshot directory', path);
       isNew = false;
@@ -1144,8 +1152,16 @@ export class DataStore {
     const guard = await this.lockSnapshot(checked, true);
     const marker = join(path, PROTECTED_MARKER);
     try {
-      if (value) await writeFile(marker, '', { mode: FILE_MODE });
-      else await rmIfExists(marker);
+      if (value) {
+        const handle = await open(marker, 'w', FILE_MODE);
+        try {
+          await chownHandle(handle, this.fileOwner);
+        } finally {
+          await handle.close();
+        }
+      } else {
+        await rmIfExists(marker);
+      }
     } catch (error) {
       throw fsError(error, value ? 'create' : 'remove', marker);
     } finally {
@@ -1170,6 +1186,7 @@ export class DataStore {
       await writeFileAtomic(path, notes, {
         fsync: this.tuning.syncLevel === 'file',
         mode: FILE_MODE,
+        owner: this.fileOwner,
       });
     } catch (error) {
       throw fsError(error, 'write', path);
@@ -1236,6 +1253,7 @@ export class DataStore {
         size,
         syncLevel: this.tuning.syncLevel,
         ctime: this.#clock.nowSeconds(),
+        owner: this.fileOwner,
       });
       return bindGuard(writer, guard);
     } catch (error) {
@@ -1253,6 +1271,7 @@ export class DataStore {
       const writer = await DynamicIndexWriter.create(path, {
         syncLevel: this.tuning.syncLevel,
         ctime: this.#clock.nowSeconds(),
+        owner: this.fileOwner,
       });
       return bindGuard(writer, guard);
     } catch (error) {
@@ -1289,6 +1308,7 @@ export class DataStore {
         fsyncDir: fsync,
         mode: FILE_MODE,
         tempPath: replaceTempPath(path),
+        owner: this.fileOwner,
       });
     } catch (error) {
       throw fsError(error, 'write', path);
@@ -1332,6 +1352,7 @@ export class DataStore {
           fsyncDir: fsync,
           mode: FILE_MODE,
           tempPath: replaceTempPath(path),
+          owner: this.fileOwner,
         });
       } catch (error) {
         throw fsError(error, 'write', path);

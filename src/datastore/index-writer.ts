@@ -11,6 +11,7 @@ import { open, rename, rm } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { fsyncDirectory } from '../lib/atomic-write.js';
+import type { FileOwner } from '../lib/atomic-write.js';
 import { fromHex } from '../lib/bytes.js';
 import { BurrowError, isBurrowError } from '../lib/errors.js';
 import { encodeDynamicIndexHeader, writeDynamicEntry } from '../format/dynamic-index.js';
@@ -32,6 +33,7 @@ import {
   FIXED_INDEX_ENTRY_SIZE,
   INDEX_HEADER_SIZE,
 } from '../format/magic.js';
+import { chownHandle } from './file-owner.js';
 import { MAX_INDEX_FILE_SIZE } from './index-file.js';
 
 /**
@@ -48,6 +50,11 @@ export interface IndexWriterOptions {
   ctime?: number;
   /** Default `filesystem`, the datastore default: no fsync in the writer. */
   syncLevel?: SyncLevel;
+  /**
+   * Owner of the new index (the datastore's, file-owner.ts), given to the temp file before
+   * anything is written; default: whoever runs the process.
+   */
+  owner?: FileOwner;
 }
 
 export interface FixedIndexWriterOptions extends IndexWriterOptions {
@@ -161,11 +168,12 @@ abstract class IndexWriterBase {
     this.#syncLevel = syncLevel;
   }
 
-  /** Create+truncate the temp file and write the header; on failure nothing is left behind. */
+  /** Create+truncate the temp file, chown it, write the header; on failure nothing is left behind. */
   protected static async openTemp(
     tempPath: string,
     header: Uint8Array,
     fileSize: number,
+    owner: FileOwner | undefined,
   ): Promise<FileHandle> {
     let handle: FileHandle | undefined;
     try {
@@ -173,6 +181,7 @@ abstract class IndexWriterBase {
       const flags =
         fsConstants.O_RDWR | fsConstants.O_CREAT | fsConstants.O_TRUNC | fsConstants.O_NOFOLLOW;
       handle = await open(tempPath, flags, 0o644);
+      await chownHandle(handle, owner);
       await writeFully(handle, header, 0);
       if (fileSize > header.byteLength) await handle.truncate(fileSize);
       return handle;
@@ -335,7 +344,7 @@ export class FixedIndexWriter extends IndexWriterBase {
         { details: { size: options.size, chunkSize, fileSize } },
       );
     }
-    const handle = await IndexWriterBase.openTemp(tempPath, header, fileSize);
+    const handle = await IndexWriterBase.openTemp(tempPath, header, fileSize, options.owner);
     return new FixedIndexWriter(path, tempPath, handle, syncLevel, options.size, chunkSize);
   }
 
@@ -513,7 +522,12 @@ export class DynamicIndexWriter extends IndexWriterBase {
       ctime: options.ctime ?? Math.floor(Date.now() / 1000),
       indexCsum: new Uint8Array(INDEX_CSUM_SIZE),
     });
-    const handle = await IndexWriterBase.openTemp(tempPath, header, header.byteLength);
+    const handle = await IndexWriterBase.openTemp(
+      tempPath,
+      header,
+      header.byteLength,
+      options.owner,
+    );
     return new DynamicIndexWriter(path, tempPath, handle, syncLevel);
   }
 

@@ -1,7 +1,7 @@
 /**
  * flock'ed lock files, the PBS 4 scheme of pbs-formats §6.7: group, snapshot and manifest locks
  * (and other runtime locks) are flock(2) locks on small files under `$BURROW_RUN_DIR/locks`,
- * created with mode 0660. flock locks belong to the open file description, so two lockFile()
+ * created with mode 0660 (and, for a datastore's locks, its owner: file-owner.ts). flock locks belong to the open file description, so two lockFile()
  * calls in one process exclude each other just as two processes do.
  *
  * Waiting is polling with short sleeps around a non-blocking flock: the event loop never blocks.
@@ -10,13 +10,15 @@
  * nothing. Then we retry with the new file. The lock file itself is deleted by that owner (the
  * datastore), never by release().
  */
-import { close, constants, fchmod, fstat, open } from 'node:fs';
-import { mkdir, stat } from 'node:fs/promises';
+import { close, constants, fchmod, fchown, fstat, open } from 'node:fs';
+import { stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { BurrowError } from '../lib/errors.js';
 import { flockNonBlocking, nativeAvailable, nativeUnavailableReason } from '../lib/native-fs.js';
+import { mkdirOwned } from './file-owner.js';
+import type { FileOwner } from './file-owner.js';
 
 export interface LockGuard {
   readonly path: string;
@@ -29,6 +31,11 @@ export interface LockFileOptions {
   timeoutMs: number;
   /** What is being locked, for the error message ("backup group vm/100", ...). */
   what: string;
+  /**
+   * Owner for the lock file and the directories made for it (PBS: backup:backup, §6.7), so the
+   * datastore user can lock what a root process created; default: whoever runs the process.
+   */
+  owner?: FileOwner;
 }
 
 /** Mode of lock files, as PBS creates them (group read/write so the API and proxy users can share them). */
@@ -38,6 +45,7 @@ const openFd = promisify(open);
 const closeFd = promisify(close);
 const fstatFd = promisify(fstat);
 const fchmodFd = promisify(fchmod);
+const fchownFd = promisify(fchown);
 
 /** First poll interval; doubles up to POLL_MAX_MS so a short wait stays short and a long one stays cheap. */
 const POLL_START_MS = 5;
@@ -50,12 +58,13 @@ const POLL_MAX_MS = 100;
 const MAX_REPLACED_RETRIES = 10;
 
 /**
- * Create parent dirs as needed, open/create the file mode 0660, flock shared/exclusive, polling
+ * Create parent dirs as needed (given to `owner`), open/create the file mode 0660 (and `owner`),
+ * flock shared/exclusive, polling
  * until timeoutMs (0 = try once), then check the locked fd's inode equals the inode now at the
  * path (else retry). Timeout → BurrowError('LOCKED', `<what>: ...`).
  */
 export async function lockFile(path: string, options: LockFileOptions): Promise<LockGuard> {
-  const { exclusive, timeoutMs, what } = options;
+  const { exclusive, timeoutMs, what, owner } = options;
   if (!nativeAvailable()) {
     throw new BurrowError(
       'NATIVE_UNAVAILABLE',
@@ -70,7 +79,7 @@ export async function lockFile(path: string, options: LockFileOptions): Promise<
 
   for (let attempt = 0; ; attempt++) {
     // Inside the loop: whoever deleted a replaced lock file may have removed its directory too.
-    await mkdir(dirname(path), { recursive: true }).catch((error: unknown) => {
+    await mkdirOwned(dirname(path), owner, { recursive: true }).catch((error: unknown) => {
       const code = (error as NodeJS.ErrnoException).code;
       throw new BurrowError(
         'IO_ERROR',
@@ -81,7 +90,7 @@ export async function lockFile(path: string, options: LockFileOptions): Promise<
         },
       );
     });
-    const fd = await openLockFile(path, what);
+    const fd = await openLockFile(path, what, owner);
     let keep = false;
     try {
       await flockUntil(fd, mode, deadline, path, what, timeoutMs);
@@ -105,7 +114,11 @@ export async function lockFile(path: string, options: LockFileOptions): Promise<
   }
 }
 
-async function openLockFile(path: string, what: string): Promise<number> {
+async function openLockFile(
+  path: string,
+  what: string,
+  owner: FileOwner | undefined,
+): Promise<number> {
   let fd: number;
   try {
     fd = await openFd(path, constants.O_RDWR | constants.O_CREAT, LOCK_FILE_MODE);
@@ -120,17 +133,24 @@ async function openLockFile(path: string, what: string): Promise<number> {
       },
     );
   }
+  // A lock file created by another user (e.g. PBS as backup:backup) may refuse fchown and
+  // fchmod (EPERM); the lock still works, and its owner and mode are not ours to decide.
+  const unlessNotPermitted = (error: unknown): void => {
+    if ((error as NodeJS.ErrnoException).code !== 'EPERM') throw error;
+  };
   try {
-    // The umask narrows the create mode; PBS sets 0660 explicitly, so do we.
     const st = await fstatFd(fd);
-    if ((st.mode & 0o7777) !== LOCK_FILE_MODE) await fchmodFd(fd, LOCK_FILE_MODE);
-  } catch (error) {
-    // A lock file created by another user (e.g. PBS as backup:backup) may refuse fchmod; the
-    // lock still works, and its mode is not ours to decide.
-    if ((error as NodeJS.ErrnoException).code !== 'EPERM') {
-      await closeFd(fd).catch(() => undefined);
-      throw error;
+    // Owner before mode: a chown may clear mode bits, never set them.
+    if (owner !== undefined && (st.uid !== owner.uid || st.gid !== owner.gid)) {
+      await fchownFd(fd, owner.uid, owner.gid).catch(unlessNotPermitted);
     }
+    // The umask narrows the create mode; PBS sets 0660 explicitly, so do we.
+    if ((st.mode & 0o7777) !== LOCK_FILE_MODE) {
+      await fchmodFd(fd, LOCK_FILE_MODE).catch(unlessNotPermitted);
+    }
+  } catch (error) {
+    await closeFd(fd).catch(() => undefined);
+    throw error;
   }
   return fd;
 }

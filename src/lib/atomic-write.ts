@@ -7,6 +7,12 @@ import { randomBytes } from 'node:crypto';
 import { open, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
+/** A numeric owner for new files (see datastore/file-owner.ts for who decides it). */
+export interface FileOwner {
+  uid: number;
+  gid: number;
+}
+
 export interface AtomicWriteOptions {
   /** fsync the file before the rename (default true). */
   fsync?: boolean;
@@ -19,6 +25,11 @@ export interface AtomicWriteOptions {
    * cleanup (and ours) recognise leftovers.
    */
   tempPath?: string;
+  /**
+   * Give the temp file this owner (fchown) before anything is written or renamed, so the target
+   * never exists, even for a moment, with the wrong owner. Default: whoever runs the process.
+   */
+  owner?: FileOwner;
 }
 
 export function tempPathFor(path: string): string {
@@ -26,11 +37,16 @@ export function tempPathFor(path: string): string {
   return join(dirname(path), `${basename(path)}.tmp_${suffix}`);
 }
 
-export async function writeFileAtomic(path: string, data: Uint8Array | string, options: AtomicWriteOptions = {}): Promise<void> {
+export async function writeFileAtomic(
+  path: string,
+  data: Uint8Array | string,
+  options: AtomicWriteOptions = {},
+): Promise<void> {
   const temp = options.tempPath ?? tempPathFor(path);
   const handle = await open(temp, 'wx', options.mode ?? 0o644);
   try {
     try {
+      if (options.owner !== undefined) await handle.chown(options.owner.uid, options.owner.gid);
       await handle.writeFile(data);
       if (options.fsync ?? true) await handle.sync();
     } finally {
