@@ -26,6 +26,7 @@ import type {
   DatastoreConfigEntry,
   DatastoreProps,
   DatastoreTuning,
+  SyncLevel,
 } from '../format/datastore-config.js';
 import {
   DEFAULT_TUNING,
@@ -1246,29 +1247,30 @@ export class DataStore {
    */
   async createFixedWriter(dir: BackupDir, name: string, size: number): Promise<FixedIndexWriter> {
     checkArchive(name, ['fixed']);
-    const path = this.archivePath(dir, name);
-    const guard = this.chunkStore.tryShared();
-    try {
-      const writer = await FixedIndexWriter.create(path, {
-        size,
-        syncLevel: this.tuning.syncLevel,
-        ctime: this.#clock.nowSeconds(),
-        owner: this.fileOwner,
-      });
-      return bindGuard(writer, guard);
-    } catch (error) {
-      guard.release();
-      throw error;
-    }
+    return this.#guardedWriter((options) =>
+      FixedIndexWriter.create(this.archivePath(dir, name), { ...options, size }),
+    );
   }
 
   /** A `.didx` writer, with the same chunk-store guard as createFixedWriter. */
   async createDynamicWriter(dir: BackupDir, name: string): Promise<DynamicIndexWriter> {
     checkArchive(name, ['dynamic']);
-    const path = this.archivePath(dir, name);
+    return this.#guardedWriter((options) =>
+      DynamicIndexWriter.create(this.archivePath(dir, name), options),
+    );
+  }
+
+  /** Create a writer under a chunk-store shared guard that lives until it closes or aborts. */
+  async #guardedWriter<W extends FixedIndexWriter | DynamicIndexWriter>(
+    create: (options: {
+      syncLevel: SyncLevel;
+      ctime: number;
+      owner: FileOwner | undefined;
+    }) => Promise<W>,
+  ): Promise<W> {
     const guard = this.chunkStore.tryShared();
     try {
-      const writer = await DynamicIndexWriter.create(path, {
+      const writer = await create({
         syncLevel: this.tuning.syncLevel,
         ctime: this.#clock.nowSeconds(),
         owner: this.fileOwner,

@@ -63,6 +63,16 @@ function describe(value: unknown): string {
   return typeof value;
 }
 
+function noJsonForm(value: unknown, path: string): BurrowError {
+  return new BurrowError(
+    'CANONICAL_JSON_INVALID',
+    `${path}: a ${describe(value)} has no JSON form`,
+    {
+      details: { path },
+    },
+  );
+}
+
 /** Integers PBS can hold (u64 or i64), in plain decimal. */
 function writeInteger(value: number | bigint, path: string): string {
   if (typeof value === 'bigint') {
@@ -137,13 +147,7 @@ function canonical(value: unknown, path: string, out: string[]): void {
     case 'symbol':
       break;
   }
-  throw new BurrowError(
-    'CANONICAL_JSON_INVALID',
-    `${path}: a ${describe(value)} has no JSON form`,
-    {
-      details: { path },
-    },
-  );
+  throw noJsonForm(value, path);
 }
 
 /**
@@ -227,13 +231,7 @@ function pretty(value: unknown, indent: string, path: string, out: string[]): vo
     case 'symbol':
       break;
   }
-  throw new BurrowError(
-    'CANONICAL_JSON_INVALID',
-    `${path}: a ${describe(value)} has no JSON form`,
-    {
-      details: { path },
-    },
-  );
+  throw noJsonForm(value, path);
 }
 
 /**
