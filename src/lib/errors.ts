@@ -104,6 +104,19 @@ export const ERROR_CODES = {
   SECTION_CONFIG_SYNTAX: code(EXIT.usage, 400, 'A section-config file has a syntax error (bad header or property line).'),
   SECTION_CONFIG_INVALID: code(EXIT.usage, 400, 'A section-config file has an unknown, duplicate, missing or invalid property.'),
   PROPERTY_STRING_INVALID: code(EXIT.usage, 400, 'A property string (key=value,...) is malformed or has an unknown key.'),
+
+  // pxar archives, the catalog and path patterns (pxar-format.md)
+  PXAR_TRUNCATED: code(EXIT.corrupt, 400, 'A pxar archive ends in the middle of an item or before its root directory is closed.'),
+  PXAR_BAD_ITEM: code(EXIT.corrupt, 400, 'A pxar item has an unknown type, an invalid size or appears where the format does not allow it.'),
+  PXAR_BAD_NAME: code(EXIT.corrupt, 400, 'A pxar file name or link target is empty, too long, lacks its NUL, or contains / or is . or ..'),
+  PXAR_BAD_GOODBYE: code(EXIT.corrupt, 400, 'A pxar goodbye table is malformed or points outside its directory.'),
+  PXAR_BAD_HARDLINK: code(EXIT.corrupt, 400, 'A pxar hardlink points forwards, outside the archive, or at something that is not a regular file.'),
+  PXAR_BAD_PAYLOAD: code(EXIT.corrupt, 400, 'A payload reference does not match the payload stream (wrong header, size or order).'),
+  PXAR_PAYLOAD_REQUIRED: code(EXIT.usage, 400, 'A split (v2) archive needs its payload stream (.ppxar) to read file contents.'),
+  PXAR_UNSAFE_PATH: code(EXIT.corrupt, 400, 'An archive entry would be written outside the restore target; the restore stopped.'),
+  PXAR_ENCODER_STATE: code(EXIT.usage, 400, 'The pxar encoder was used out of order (entry after finish, unbalanced directories, size mismatch).'),
+  CATALOG_INVALID: code(EXIT.corrupt, 400, 'A catalog (.pcat1) has a wrong magic, a bad table or an offset outside the file.'),
+  PATTERN_INVALID: code(EXIT.usage, 400, 'A match pattern (exclude, include or find glob) has invalid syntax.'),
 } as const satisfies Record<string, ErrorCodeInfo>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
