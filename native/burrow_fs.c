@@ -6,37 +6,40 @@
  *   touchAtime(path)            utimensat: atime = now, mtime untouched, symlinks not followed
  *   syncfs(fd)                  syncfs(2), on the calling thread
  *   syncfsAsync(fd, callback)   syncfs(2) on the libuv thread pool, callback(errno)
+ * plus, in fsmeta.c, the metadata calls the pxar archiver and extractor need (xattrs, chattr
+ * flags, project ids, mknod, utimensat with nanoseconds), and in buzhash.c the chunker's scan loop.
  *
  * Every function reports failure as a plain errno number (0 = done) or a boolean for "would
  * block", so all policy and all error objects live in TypeScript (src/lib/native-fs.ts). Nothing
  * here blocks the event loop for long: the lock calls are non-blocking and callers poll.
+ *
+ * Paths are strings (UTF-8) or Uint8Arrays of raw bytes, NUL-terminated here.
  */
 #define _GNU_SOURCE
-#ifndef NAPI_VERSION
-#define NAPI_VERSION 8
-#endif
-#include <node_api.h>
+#include "burrow_native.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define CHECK(call)                                                                                                    \
-  do {                                                                                                                 \
-    if ((call) != napi_ok) return NULL;                                                                                \
-  } while (0)
-
-static napi_value make_int(napi_env env, int value) {
+napi_value burrow_make_int(napi_env env, int value) {
   napi_value result;
   if (napi_create_int32(env, value, &result) != napi_ok) return NULL;
   return result;
 }
 
-static int get_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
+napi_value burrow_make_int64(napi_env env, int64_t value) {
+  napi_value result;
+  if (napi_create_int64(env, value, &result) != napi_ok) return NULL;
+  return result;
+}
+
+int burrow_get_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
   size_t argc = want;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return 0;
   if (argc < want) {
@@ -46,7 +49,7 @@ static int get_args(napi_env env, napi_callback_info info, size_t want, napi_val
   return 1;
 }
 
-static int get_fd(napi_env env, napi_value value, int *fd) {
+int burrow_get_fd(napi_env env, napi_value value, int *fd) {
   if (napi_get_value_int32(env, value, fd) != napi_ok || *fd < 0) {
     napi_throw_type_error(env, NULL, "burrow_fs: fd must be a non-negative integer");
     return 0;
@@ -54,7 +57,7 @@ static int get_fd(napi_env env, napi_value value, int *fd) {
   return 1;
 }
 
-static int get_small_int(napi_env env, napi_value value, int *out) {
+int burrow_get_int(napi_env env, napi_value value, int *out) {
   if (napi_get_value_int32(env, value, out) != napi_ok) {
     napi_throw_type_error(env, NULL, "burrow_fs: expected an integer");
     return 0;
@@ -62,13 +65,65 @@ static int get_small_int(napi_env env, napi_value value, int *out) {
   return 1;
 }
 
-/* Returns a malloc'ed NUL-terminated copy of a JS string, or NULL with an exception pending. */
-static char *get_path(napi_env env, napi_value value) {
-  size_t len = 0;
-  if (napi_get_value_string_utf8(env, value, NULL, 0, &len) != napi_ok) {
-    napi_throw_type_error(env, NULL, "burrow_fs: path must be a string");
+int burrow_get_uint32(napi_env env, napi_value value, uint32_t *out) {
+  if (napi_get_value_uint32(env, value, out) != napi_ok) {
+    napi_throw_type_error(env, NULL, "burrow_fs: expected an unsigned integer");
+    return 0;
+  }
+  return 1;
+}
+
+int burrow_get_int64(napi_env env, napi_value value, int64_t *out) {
+  if (napi_get_value_int64(env, value, out) != napi_ok) {
+    napi_throw_type_error(env, NULL, "burrow_fs: expected an integer");
+    return 0;
+  }
+  return 1;
+}
+
+int burrow_get_bytes(napi_env env, napi_value value, const uint8_t **data, size_t *len) {
+  bool is_typed = false;
+  napi_typedarray_type type;
+  void *ptr = NULL;
+  if (napi_is_typedarray(env, value, &is_typed) != napi_ok || !is_typed ||
+      napi_get_typedarray_info(env, value, &type, len, &ptr, NULL, NULL) != napi_ok || type != napi_uint8_array) {
+    napi_throw_type_error(env, NULL, "burrow_fs: expected a Uint8Array or Buffer");
+    return 0;
+  }
+  /* A zero-length view may carry no backing store at all. */
+  static const uint8_t empty[1] = {0};
+  *data = ptr != NULL ? ptr : empty;
+  return 1;
+}
+
+static char *copy_cstring(napi_env env, const uint8_t *bytes, size_t len, const char *what) {
+  if (memchr(bytes, 0, len) != NULL) {
+    char msg[96];
+    snprintf(msg, sizeof msg, "burrow_fs: %s contains a NUL byte", what);
+    napi_throw_type_error(env, NULL, msg);
     return NULL;
   }
+  char *buf = malloc(len + 1);
+  if (buf == NULL) {
+    napi_throw_error(env, NULL, "burrow_fs: out of memory");
+    return NULL;
+  }
+  memcpy(buf, bytes, len);
+  buf[len] = 0;
+  return buf;
+}
+
+char *burrow_get_cstring(napi_env env, napi_value value, const char *what) {
+  napi_valuetype vtype;
+  if (napi_typeof(env, value, &vtype) != napi_ok) return NULL;
+  if (vtype != napi_string) {
+    const uint8_t *bytes;
+    size_t len;
+    if (!burrow_get_bytes(env, value, &bytes, &len)) return NULL;
+    return copy_cstring(env, bytes, len, what);
+  }
+  size_t len = 0;
+  if (napi_get_value_string_utf8(env, value, NULL, 0, &len) != napi_ok) return NULL;
   char *buf = malloc(len + 1);
   if (buf == NULL) {
     napi_throw_error(env, NULL, "burrow_fs: out of memory");
@@ -79,13 +134,16 @@ static char *get_path(napi_env env, napi_value value) {
     return NULL;
   }
   if (strlen(buf) != len) {
-    /* An embedded NUL would silently name a different file. */
+    char msg[96];
+    snprintf(msg, sizeof msg, "burrow_fs: %s contains a NUL byte", what);
     free(buf);
-    napi_throw_type_error(env, NULL, "burrow_fs: path contains a NUL byte");
+    napi_throw_type_error(env, NULL, msg);
     return NULL;
   }
   return buf;
 }
+
+char *burrow_get_path(napi_env env, napi_value value) { return burrow_get_cstring(env, value, "path"); }
 
 /*
  * fcntlSetLock(fd, type) -> errno; type 0 = F_RDLCK, 1 = F_WRLCK, 2 = F_UNLCK.
@@ -94,7 +152,7 @@ static char *get_path(napi_env env, napi_value value) {
 static napi_value fcntl_set_lock(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   int fd, type;
-  if (!get_args(env, info, 2, argv) || !get_fd(env, argv[0], &fd) || !get_small_int(env, argv[1], &type)) return NULL;
+  if (!burrow_get_args(env, info, 2, argv) || !burrow_get_fd(env, argv[0], &fd) || !burrow_get_int(env, argv[1], &type)) return NULL;
   struct flock lock;
   memset(&lock, 0, sizeof lock);
   switch (type) {
@@ -110,14 +168,14 @@ static napi_value fcntl_set_lock(napi_env env, napi_callback_info info) {
   do {
     rc = fcntl(fd, F_SETLK, &lock);
   } while (rc < 0 && errno == EINTR);
-  return make_int(env, rc < 0 ? errno : 0);
+  return burrow_make_int(env, rc < 0 ? errno : 0);
 }
 
 /* flockNonBlocking(fd, op) -> errno; op 0 = LOCK_SH, 1 = LOCK_EX, 2 = LOCK_UN. EWOULDBLOCK = held. */
 static napi_value flock_non_blocking(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   int fd, type, op;
-  if (!get_args(env, info, 2, argv) || !get_fd(env, argv[0], &fd) || !get_small_int(env, argv[1], &type)) return NULL;
+  if (!burrow_get_args(env, info, 2, argv) || !burrow_get_fd(env, argv[0], &fd) || !burrow_get_int(env, argv[1], &type)) return NULL;
   switch (type) {
     case 0: op = LOCK_SH | LOCK_NB; break;
     case 1: op = LOCK_EX | LOCK_NB; break;
@@ -128,14 +186,14 @@ static napi_value flock_non_blocking(napi_env env, napi_callback_info info) {
   do {
     rc = flock(fd, op);
   } while (rc < 0 && errno == EINTR);
-  return make_int(env, rc < 0 ? errno : 0);
+  return burrow_make_int(env, rc < 0 ? errno : 0);
 }
 
 /* touchAtime(path) -> errno. The explicit UTIME_NOW sets atime whatever noatime/relatime say. */
 static napi_value touch_atime(napi_env env, napi_callback_info info) {
   napi_value argv[1];
-  if (!get_args(env, info, 1, argv)) return NULL;
-  char *path = get_path(env, argv[0]);
+  if (!burrow_get_args(env, info, 1, argv)) return NULL;
+  char *path = burrow_get_path(env, argv[0]);
   if (path == NULL) return NULL;
   struct timespec times[2];
   times[0].tv_sec = 0;
@@ -148,7 +206,7 @@ static napi_value touch_atime(napi_env env, napi_callback_info info) {
   } while (rc < 0 && errno == EINTR);
   int err = rc < 0 ? errno : 0;
   free(path);
-  return make_int(env, err);
+  return burrow_make_int(env, err);
 }
 
 static int do_syncfs(int fd) {
@@ -163,8 +221,8 @@ static int do_syncfs(int fd) {
 static napi_value sync_fs(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   int fd;
-  if (!get_args(env, info, 1, argv) || !get_fd(env, argv[0], &fd)) return NULL;
-  return make_int(env, do_syncfs(fd));
+  if (!burrow_get_args(env, info, 1, argv) || !burrow_get_fd(env, argv[0], &fd)) return NULL;
+  return burrow_make_int(env, do_syncfs(fd));
 }
 
 /* syncfsAsync(fd, callback): syncfs can take seconds on a busy disk, so run it off the event loop. */
@@ -198,7 +256,7 @@ static napi_value sync_fs_async(napi_env env, napi_callback_info info) {
   napi_value argv[2], name;
   int fd;
   napi_valuetype type;
-  if (!get_args(env, info, 2, argv) || !get_fd(env, argv[0], &fd)) return NULL;
+  if (!burrow_get_args(env, info, 2, argv) || !burrow_get_fd(env, argv[0], &fd)) return NULL;
   CHECK(napi_typeof(env, argv[1], &type));
   if (type != napi_function) {
     napi_throw_type_error(env, NULL, "burrow_fs: callback must be a function");
@@ -235,8 +293,10 @@ static napi_value init(napi_env env, napi_value exports) {
       {"syncfsAsync", NULL, sync_fs_async, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   CHECK(napi_define_properties(env, exports, sizeof props / sizeof props[0], props));
-  /* Let the TS side check it loaded the build it expects. */
-  napi_value version = make_int(env, 1);
+  CHECK(burrow_register_fsmeta(env, exports));
+  CHECK(burrow_register_buzhash(env, exports));
+  /* Let the TS side check it loaded the build it expects; bump with EXPECTED_ABI in native-fs.ts. */
+  napi_value version = burrow_make_int(env, 2);
   if (version == NULL) return NULL;
   CHECK(napi_set_named_property(env, exports, "abiVersion", version));
   return exports;

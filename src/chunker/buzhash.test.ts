@@ -1,8 +1,14 @@
 import { createHash } from 'node:crypto';
 import fc from 'fast-check';
-import { describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { isBurrowError } from '../lib/errors.js';
 import { toHex } from '../lib/bytes.js';
+import {
+  forceNativeFallback,
+  nativeAvailable,
+  nativeBuzhashKernel,
+  nativeBuzhashScan,
+} from '../lib/native-fs.js';
 import {
   BUZHASH_TABLE,
   Chunker,
@@ -94,12 +100,51 @@ function sha256OfU64(i: number, out: Uint8Array, off: number): void {
   }
 }
 
-/** Vector #3 input: SHA-256(u64 LE i) for i = 0, 1, 2, … concatenated, 40 MiB. */
+/** Vector #3 input: SHA-256(u64 LE i) for i = 0, 1, 2, … concatenated, 40 MiB (built once). */
+let vector3: Uint8Array | undefined;
 function vector3Input(): Uint8Array {
+  if (vector3 !== undefined) return vector3;
   const out = new Uint8Array(40 * MiB);
   for (let i = 0; i < out.length / 32; i++) sha256OfU64(i, out, i * 32);
+  vector3 = out;
   return out;
 }
+
+/**
+ * The scan loop has three implementations that must cut alike: the addon's AVX-512 kernel (CPUs
+ * with AVX-512 VBMI), the addon's scalar loop, and the TypeScript fallback. The vector and
+ * feeding tests below run against each one this machine has.
+ */
+type ScanPath = 'avx512' | 'scalar' | 'typescript';
+function selectPath(path: ScanPath): boolean {
+  if (path === 'typescript') {
+    forceNativeFallback(true);
+    return true;
+  }
+  forceNativeFallback(false);
+  return nativeBuzhashKernel(path === 'avx512') === path;
+}
+function restorePaths(): void {
+  forceNativeFallback(false);
+  nativeBuzhashKernel(true);
+}
+const PATHS = (['avx512', 'scalar', 'typescript'] as const).filter((p) => {
+  const ok = selectPath(p);
+  restorePaths();
+  return ok;
+});
+afterAll(restorePaths);
+
+describe('scan paths', () => {
+  it('the addon is loaded, so its scalar loop is among the paths tested', () => {
+    expect(nativeAvailable()).toBe(true);
+    expect(PATHS).toContain('scalar');
+    expect(PATHS).toContain('typescript');
+    // The AVX-512 kernel runs only where the CPU has AVX-512 VBMI (a fact of the machine).
+    const cpuHasIt = PATHS.includes('avx512');
+    expect(nativeBuzhashKernel()).toBe(cpuHasIt ? 'avx512' : 'scalar');
+  });
+});
 
 /** Feeds `data` to a fresh chunker in pieces of the given sizes (cycled), returns end offsets. */
 function boundariesInPieces(data: Uint8Array, avg: number, sizes: number[]): number[] {
@@ -148,158 +193,171 @@ describe('buzhash table and parameters', () => {
   });
 });
 
-describe('buzhash chunker: spec vectors (pbs-protocol §11)', () => {
-  it('#1: avg 64 KiB over the u32 LE counter', () => {
-    const ends = [...chunkBoundaries([counterInput()], 64 * KiB)];
-    expect(lengths(ends)).toEqual([143377, 262144, 262144, 262144, 118767]);
+describe.each(PATHS)('scan path %s', (path) => {
+  beforeEach(() => {
+    expect(selectPath(path)).toBe(true);
   });
+  afterEach(restorePaths);
 
-  it('#2: a fresh chunker started mid-stream cuts after the expected length', () => {
-    const data = counterInput();
-    const expected: [number, number][] = [
-      [32768, 110609],
-      [143377, 262144],
-      [372753, 32768],
-      [405521, 262144],
-    ];
-    for (const [start, first] of expected) {
-      expect(new Chunker(64 * KiB).scan(data.subarray(start))).toBe(first);
-    }
-  });
+  describe('buzhash chunker: spec vectors (pbs-protocol §11)', () => {
+    it('#1: avg 64 KiB over the u32 LE counter', () => {
+      const ends = [...chunkBoundaries([counterInput()], 64 * KiB)];
+      expect(lengths(ends)).toEqual([143377, 262144, 262144, 262144, 118767]);
+    });
 
-  it('scan returns 0 without a boundary, and the stream split keeps the state', () => {
-    const data = counterInput();
-    const c = new Chunker(64 * KiB);
-    expect(c.scan(new Uint8Array(0))).toBe(0);
-    expect(c.scan(data.subarray(0, 143376))).toBe(0);
-    expect(c.pendingLength).toBe(143376);
-    expect(c.scan(data.subarray(143376))).toBe(1);
-    expect(c.pendingLength).toBe(0);
-  });
+    it('#2: a fresh chunker started mid-stream cuts after the expected length', () => {
+      const data = counterInput();
+      const expected: [number, number][] = [
+        [32768, 110609],
+        [143377, 262144],
+        [372753, 32768],
+        [405521, 262144],
+      ];
+      for (const [start, first] of expected) {
+        expect(new Chunker(64 * KiB).scan(data.subarray(start))).toBe(first);
+      }
+    });
 
-  it('the JS SHA-256 used to build vector #3 input agrees with node:crypto', () => {
-    const out = new Uint8Array(32);
-    for (const i of [0, 1, 255, 256, 65535, 1310719, 0xdeadbeef]) {
-      sha256OfU64(i, out, 0);
-      const le = Buffer.alloc(8);
-      le.writeUInt32LE(i >>> 0, 0);
-      expect(toHex(out)).toBe(toHex(sha256(le)));
-    }
-  });
+    it('scan returns 0 without a boundary, and the stream split keeps the state', () => {
+      const data = counterInput();
+      const c = new Chunker(64 * KiB);
+      expect(c.scan(new Uint8Array(0))).toBe(0);
+      expect(c.scan(data.subarray(0, 143376))).toBe(0);
+      expect(c.pendingLength).toBe(143376);
+      expect(c.scan(data.subarray(143376))).toBe(1);
+      expect(c.pendingLength).toBe(0);
+    });
 
-  it(
-    '#3, #3b, #3c: avg 4 MiB over 40 MiB of SHA-256(u64 LE i) (large input)',
-    { timeout: 30_000 },
-    () => {
-      const data = vector3Input();
-      const ends = [...chunkBoundaries([data])];
-      expect(ends).toEqual([
-        1073993, 3754750, 4842168, 6026645, 13156102, 15991607, 18142920, 22423374, 28055516,
-        30453676, 32170642, 37989796, 41943040,
-      ]);
-      const digests = ends.map((end, i) => sha256(data.subarray(i === 0 ? 0 : ends[i - 1]!, end)));
-      expect(digests.map((d) => toHex(d).slice(0, 8))).toEqual([
-        '110f5e12',
-        '48b50eec',
-        '61edc181',
-        '8e7ea5bb',
-        '38356afa',
-        '3c4aacbc',
-        'a4350a2b',
-        '82f87086',
-        '41f18d16',
-        '2afc9294',
-        '97c7227d',
-        'a2d09415',
-        'ba4c4708',
-      ]);
-      expect(toHex(digests[0]!)).toBe(
-        '110f5e12f8ac8881309793e210395a19e45ffdada4b983066016968f2b219e57',
-      );
-      expect(toHex(digests.at(-1)!)).toBe(
-        'ba4c4708cf5b32b9decd2c89267cc7743d2e78331eb14ec47e3ea9fe2b811f18',
-      );
-      // dynamic_close csum: SHA-256 over (end u64 LE || digest) per chunk, the .didx body.
-      const csum = createHash('sha256');
-      ends.forEach((end, i) => {
-        const e = Buffer.alloc(8);
-        e.writeBigUInt64LE(BigInt(end));
-        csum.update(e).update(digests[i]!);
-      });
-      expect(csum.digest('hex')).toBe(
-        '08b174c6a270390f1d87e70d6413ae33ee0ec7a6cc050d369946dc529ee157da',
-      );
-      // The same boundaries when the stream arrives in 64 KiB reads.
-      expect(boundariesInPieces(data, 4 * MiB, [64 * KiB])).toEqual(ends);
-    },
-  );
-});
+    it('the JS SHA-256 used to build vector #3 input agrees with node:crypto', () => {
+      const out = new Uint8Array(32);
+      for (const i of [0, 1, 255, 256, 65535, 1310719, 0xdeadbeef]) {
+        sha256OfU64(i, out, 0);
+        const le = Buffer.alloc(8);
+        le.writeUInt32LE(i >>> 0, 0);
+        expect(toHex(out)).toBe(toHex(sha256(le)));
+      }
+    });
 
-describe('buzhash chunker: feeding in pieces (upstream test_chunker1)', () => {
-  // ~1 MiB of random bytes from a fixed seed, so failures reproduce.
-  const data = new Uint8Array(MiB + 12345);
-  let s = 0x9e3779b9;
-  for (let i = 0; i < data.length; i++) {
-    s = (s + 0x6d2b79f5) | 0;
-    let t = Math.imul(s ^ (s >>> 15), 1 | s);
-    t ^= t + Math.imul(t ^ (t >>> 7), 61 | t);
-    data[i] = (t ^ (t >>> 14)) & 0xff;
-  }
-  const whole = [...chunkBoundaries([data], 64 * KiB)];
-
-  it('the input has several content-defined boundaries', () => {
-    expect(whole.length).toBeGreaterThan(5);
-    expect(whole.at(-1)).toBe(data.length);
-  });
-
-  it('one byte at a time gives the same boundaries as the whole buffer', () => {
-    expect(boundariesInPieces(data, 64 * KiB, [1])).toEqual(whole);
-  });
-
-  it('odd piece sizes give the same boundaries (fast-check)', () => {
-    fc.assert(
-      fc.property(
-        fc.array(fc.integer({ min: 1, max: 200_000 }), { minLength: 1, maxLength: 20 }),
-        (sizes) => {
-          expect(boundariesInPieces(data, 64 * KiB, sizes)).toEqual(whole);
-        },
-      ),
-      { numRuns: 60 },
+    it(
+      '#3, #3b, #3c: avg 4 MiB over 40 MiB of SHA-256(u64 LE i) (large input)',
+      { timeout: 30_000 },
+      () => {
+        const data = vector3Input();
+        const ends = [...chunkBoundaries([data])];
+        expect(ends).toEqual([
+          1073993, 3754750, 4842168, 6026645, 13156102, 15991607, 18142920, 22423374, 28055516,
+          30453676, 32170642, 37989796, 41943040,
+        ]);
+        const digests = ends.map((end, i) =>
+          sha256(data.subarray(i === 0 ? 0 : ends[i - 1]!, end)),
+        );
+        expect(digests.map((d) => toHex(d).slice(0, 8))).toEqual([
+          '110f5e12',
+          '48b50eec',
+          '61edc181',
+          '8e7ea5bb',
+          '38356afa',
+          '3c4aacbc',
+          'a4350a2b',
+          '82f87086',
+          '41f18d16',
+          '2afc9294',
+          '97c7227d',
+          'a2d09415',
+          'ba4c4708',
+        ]);
+        expect(toHex(digests[0]!)).toBe(
+          '110f5e12f8ac8881309793e210395a19e45ffdada4b983066016968f2b219e57',
+        );
+        expect(toHex(digests.at(-1)!)).toBe(
+          'ba4c4708cf5b32b9decd2c89267cc7743d2e78331eb14ec47e3ea9fe2b811f18',
+        );
+        // dynamic_close csum: SHA-256 over (end u64 LE || digest) per chunk, the .didx body.
+        const csum = createHash('sha256');
+        ends.forEach((end, i) => {
+          const e = Buffer.alloc(8);
+          e.writeBigUInt64LE(BigInt(end));
+          csum.update(e).update(digests[i]!);
+        });
+        expect(csum.digest('hex')).toBe(
+          '08b174c6a270390f1d87e70d6413ae33ee0ec7a6cc050d369946dc529ee157da',
+        );
+        // The same boundaries when the stream arrives in 64 KiB reads.
+        expect(boundariesInPieces(data, 4 * MiB, [64 * KiB])).toEqual(ends);
+      },
     );
   });
 
-  it('small odd sizes around the window length give the same boundaries', () => {
-    for (const sizes of [[63], [64], [65], [3, 61, 127], [7, 1, 64, 200]]) {
-      expect(boundariesInPieces(data, 64 * KiB, sizes)).toEqual(whole);
+  describe('buzhash chunker: feeding in pieces (upstream test_chunker1)', () => {
+    // ~1 MiB of random bytes from a fixed seed, so failures reproduce.
+    const data = new Uint8Array(MiB + 12345);
+    let s = 0x9e3779b9;
+    for (let i = 0; i < data.length; i++) {
+      s = (s + 0x6d2b79f5) | 0;
+      let t = Math.imul(s ^ (s >>> 15), 1 | s);
+      t ^= t + Math.imul(t ^ (t >>> 7), 61 | t);
+      data[i] = (t ^ (t >>> 14)) & 0xff;
     }
-  });
+    const whole = [...chunkBoundaries([data], 64 * KiB)];
 
-  it('splitIntoChunks (sync, async) and ChunkSplitter rebuild the stream at those boundaries', async () => {
-    const pieces = [data.subarray(0, 1000), data.subarray(1000, 300_000), data.subarray(300_000)];
-    const sync = [...splitIntoChunks(pieces, 64 * KiB)];
-    const asyncChunks: Uint8Array[] = [];
-    for await (const c of splitIntoChunksAsync(pieces, 64 * KiB)) asyncChunks.push(c);
-    for (const chunks of [sync, asyncChunks]) {
-      let off = 0;
-      const ends: number[] = [];
-      for (const c of chunks) {
-        expect(Buffer.from(c).equals(Buffer.from(data.subarray(off, off + c.length)))).toBe(true);
-        off += c.length;
-        ends.push(off);
+    it('the input has several content-defined boundaries', () => {
+      expect(whole.length).toBeGreaterThan(5);
+      expect(whole.at(-1)).toBe(data.length);
+    });
+
+    it('one byte at a time gives the same boundaries as the whole buffer', () => {
+      // The stretch up to just past the third boundary: window refills and cuts, at a million
+      // calls less than the whole buffer would take.
+      const prefix = data.subarray(0, whole[2]! + 1000);
+      const ends = boundariesInPieces(prefix, 64 * KiB, [1]);
+      expect(ends).toEqual([...whole.slice(0, 3), prefix.length]);
+    });
+
+    it('odd piece sizes give the same boundaries (fast-check)', () => {
+      fc.assert(
+        fc.property(
+          fc.array(fc.integer({ min: 1, max: 200_000 }), { minLength: 1, maxLength: 20 }),
+          (sizes) => {
+            expect(boundariesInPieces(data, 64 * KiB, sizes)).toEqual(whole);
+          },
+        ),
+        { numRuns: 30 },
+      );
+    });
+
+    it('small odd sizes around the window length give the same boundaries', () => {
+      for (const sizes of [[63], [64], [65], [3, 61, 127], [7, 1, 64, 200]]) {
+        expect(boundariesInPieces(data, 64 * KiB, sizes)).toEqual(whole);
       }
-      expect(ends).toEqual(whole);
-    }
-    const sp = new ChunkSplitter(64 * KiB);
-    expect(sp.finish()).toBeUndefined();
-    expect([...splitIntoChunks([], 64 * KiB)]).toEqual([]);
-  });
+    });
 
-  it('reset() starts a new chunk at the next byte', () => {
-    const c = new Chunker(64 * KiB);
-    expect(c.scan(data.subarray(0, 5000))).toBe(0);
-    c.reset();
-    expect(c.pendingLength).toBe(0);
-    expect(c.scan(data.subarray(5000))).toBe(new Chunker(64 * KiB).scan(data.subarray(5000)));
+    it('splitIntoChunks (sync, async) and ChunkSplitter rebuild the stream at those boundaries', async () => {
+      const pieces = [data.subarray(0, 1000), data.subarray(1000, 300_000), data.subarray(300_000)];
+      const sync = [...splitIntoChunks(pieces, 64 * KiB)];
+      const asyncChunks: Uint8Array[] = [];
+      for await (const c of splitIntoChunksAsync(pieces, 64 * KiB)) asyncChunks.push(c);
+      for (const chunks of [sync, asyncChunks]) {
+        let off = 0;
+        const ends: number[] = [];
+        for (const c of chunks) {
+          expect(Buffer.from(c).equals(Buffer.from(data.subarray(off, off + c.length)))).toBe(true);
+          off += c.length;
+          ends.push(off);
+        }
+        expect(ends).toEqual(whole);
+      }
+      const sp = new ChunkSplitter(64 * KiB);
+      expect(sp.finish()).toBeUndefined();
+      expect([...splitIntoChunks([], 64 * KiB)]).toEqual([]);
+    });
+
+    it('reset() starts a new chunk at the next byte', () => {
+      const c = new Chunker(64 * KiB);
+      expect(c.scan(data.subarray(0, 5000))).toBe(0);
+      c.reset();
+      expect(c.pendingLength).toBe(0);
+      expect(c.scan(data.subarray(5000))).toBe(new Chunker(64 * KiB).scan(data.subarray(5000)));
+    });
   });
 });
 
@@ -346,5 +404,141 @@ describe('buzhash chunker: stability under edits', () => {
       { numRuns: 25 },
     );
     expect(worst).toBeGreaterThan(0.95);
+  });
+});
+
+/**
+ * pbs-protocol §9.1 read literally, one byte at a time (window fill phase, rolling phase, cut
+ * tests), with free parameters: the reference the native kernels are held to at small masks,
+ * where boundaries are dense and the vector kernel's rarely taken paths (several candidates in
+ * one 64-byte block, a cut in the first block) run all the time.
+ */
+function referenceCuts(
+  data: Uint8Array,
+  p: { min: number; max: number; mask: number; threshold: number },
+): number[] {
+  const win = new Uint8Array(64);
+  const cuts: number[] = [];
+  let h = 0;
+  let chunkLen = 0;
+  let wfill = 0;
+  for (let i = 0; i < data.length; i++) {
+    const b = data[i]!;
+    if (wfill < 64) {
+      win[wfill] = b;
+      h = ((h << 1) | (h >>> 31)) ^ BUZHASH_TABLE[b]!;
+      wfill++;
+      chunkLen++;
+      continue;
+    }
+    const slot = chunkLen % 64;
+    h = ((h << 1) | (h >>> 31)) ^ BUZHASH_TABLE[win[slot]!]! ^ BUZHASH_TABLE[b]!;
+    win[slot] = b;
+    chunkLen++;
+    if (chunkLen >= p.max || (chunkLen >= p.min && ((h >>> 0) & p.mask) >>> 0 >= p.threshold)) {
+      cuts.push(i + 1);
+      h = 0;
+      chunkLen = 0;
+      wfill = 0;
+    }
+  }
+  return cuts;
+}
+
+describe('native kernels against a byte-by-byte reading of pbs-protocol §9.1', () => {
+  const kernels = PATHS.filter((p) => p !== 'typescript');
+  afterEach(restorePaths);
+
+  /** Runs the addon's scan over pieces with a hand-made state (layout: native/buzhash.c). */
+  function nativeCuts(
+    data: Uint8Array,
+    p: { min: number; max: number; mask: number; threshold: number },
+    sizes: number[],
+  ): number[] {
+    const scan = nativeBuzhashScan();
+    if (scan === undefined) throw new Error('addon not loaded');
+    const state = new Int32Array(24);
+    state[2] = p.min;
+    state[3] = p.max;
+    state[4] = p.mask | 0;
+    state[5] = p.threshold | 0;
+    const cuts: number[] = [];
+    for (let off = 0, k = 0; off < data.length; k++) {
+      const piece = data.subarray(off, off + Math.max(1, sizes[k % sizes.length]!));
+      for (let at = scan(state, piece, 0); at >= 0; at = scan(state, piece, at))
+        cuts.push(off + at);
+      off += piece.length;
+    }
+    return cuts;
+  }
+
+  const dataArb = fc.oneof(
+    fc.uint8Array({ minLength: 0, maxLength: 20_000 }),
+    // Low entropy: long runs, few distinct bytes (a zero window hashes to 0).
+    fc
+      .tuple(
+        fc.array(fc.integer({ min: 0, max: 3 }), { minLength: 1, maxLength: 8 }),
+        fc.nat(20_000),
+      )
+      .map(([alphabet, n]) =>
+        Uint8Array.from({ length: n }, (_, i) => alphabet[(i * 7919) % alphabet.length]! * 85),
+      ),
+  );
+  const paramsArb = fc
+    .tuple(
+      // The kernels need min > 64 (the window); PBS's smallest min is 16 KiB.
+      fc.integer({ min: 65, max: 400 }),
+      fc.integer({ min: 0, max: 3000 }),
+      fc.integer({ min: 1, max: 12 }),
+      fc.integer({ min: 0, max: 3 }),
+    )
+    .map(([min, extra, bits, below]) => {
+      const mask = 2 ** bits - 1;
+      return { min, max: min + extra, mask, threshold: Math.max(0, mask - below) };
+    });
+
+  it.each(kernels)(
+    '%s: same cuts as the reference for any data, parameters and feeding',
+    (kernel) => {
+      expect(selectPath(kernel)).toBe(true);
+      fc.assert(
+        fc.property(
+          dataArb,
+          paramsArb,
+          fc.array(fc.integer({ min: 1, max: 5000 }), { minLength: 1, maxLength: 6 }),
+          (data, params, sizes) => {
+            expect(nativeCuts(data, params, sizes)).toEqual(referenceCuts(data, params));
+          },
+        ),
+        { numRuns: 150 },
+      );
+    },
+  );
+
+  it.each(kernels)('%s: a full 32-bit mask and threshold (h must be all ones)', (kernel) => {
+    expect(selectPath(kernel)).toBe(true);
+    const data = new Uint8Array(300_000);
+    for (let i = 0; i < data.length; i++) data[i] = (i * 2654435761) >>> 24;
+    const params = { min: 65, max: 2 ** 30, mask: 0xffffffff, threshold: 0xffffffff };
+    expect(nativeCuts(data, params, [100_000])).toEqual(referenceCuts(data, params));
+  });
+
+  it('the reference agrees with spec vector #1', () => {
+    const p = chunkerParams(64 * KiB);
+    const ends = referenceCuts(counterInput(), p);
+    expect(lengths(ends)).toEqual([143377, 262144, 262144, 262144]);
+  });
+
+  it('rejects a bad start or a corrupt state instead of reading out of bounds', () => {
+    const scan = nativeBuzhashScan()!;
+    const ok = new Int32Array(24);
+    ok.set([0, 0, 64, 1000, 0xff, 0xfd], 0);
+    expect(() => scan(ok, new Uint8Array(10), 11)).toThrow(RangeError);
+    expect(() => scan(ok, new Uint8Array(10), -1)).toThrow(RangeError);
+    const bad = Int32Array.from(ok);
+    bad[2] = 10; // min below the window
+    expect(() => scan(bad, new Uint8Array(10), 0)).toThrow(RangeError);
+    expect(() => scan(new Int32Array(8), new Uint8Array(10), 0)).toThrow(TypeError);
+    expect(() => new Chunker(64 * KiB).scanFrom(new Uint8Array(4), 5)).toThrow(/outside/);
   });
 });

@@ -10,8 +10,14 @@
  * chunker skips the first `min - 64` bytes of each chunk without hashing them and starts the hash
  * from zero over the 64 bytes that end at `min`. The result is bit-for-bit the hash PBS would have
  * rolled all the way from the chunk start.
+ *
+ * The scan loop itself runs in the native addon when it is loaded (native/buzhash.c: a scalar
+ * loop, and an AVX-512 VBMI kernel doing 64 bytes per step on CPUs that have it); the TypeScript
+ * loop here is the fallback and the reference. All three cut alike (buzhash.test.ts runs every
+ * test against each).
  */
 import { BurrowError } from '../lib/errors.js';
+import { nativeBuzhashScan } from '../lib/native-fs.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -96,12 +102,26 @@ export function chunkerParams(avg: number = DEFAULT_AVG_CHUNK_SIZE): ChunkerPara
   return { avg, min: avg / 4, max: avg * 4, mask, threshold: mask - 2 };
 }
 
+/** Layout of the state shared with native/buzhash.c (Int32Array elements, ring in bytes). */
+const ST_H = 0;
+const ST_LEN = 1;
+const ST_MIN = 2;
+const ST_MAX = 3;
+const ST_MASK = 4;
+const ST_THRESHOLD = 5;
+const STATE_INTS = 24;
+const RING_OFFSET = 32;
+
 /**
  * The streaming buzhash chunker. Feed consecutive pieces of one stream to `scan`; each call
  * returns how many bytes of its `data` complete the current chunk (the boundary lies after
  * `data[ret - 1]`), or 0 when the chunk goes on past the end of `data`. After a non-zero return a
  * new chunk has begun: call `scan` again with `data.subarray(ret)`. Whatever is left at the end
  * of the stream forms the last chunk.
+ *
+ * The scan loop runs in the native addon when it is loaded (native/buzhash.c) and in TypeScript
+ * otherwise; both give the same boundaries and share one state layout, so a chunker may even
+ * switch paths between calls (the tests do).
  */
 export class Chunker {
   readonly avg: number;
@@ -110,12 +130,13 @@ export class Chunker {
   readonly mask: number;
   readonly threshold: number;
 
-  /** Rolling hash (int32 bits); meaningful once the chunk has reached `min - 64` bytes. */
-  private h = 0;
-  /** Bytes in the current chunk so far. */
-  private chunkLen = 0;
-  /** The last up-to-64 bytes handed to earlier `scan` calls; chunk position p sits in slot p & 63. */
-  private readonly ring = new Uint8Array(BUZHASH_WINDOW_SIZE);
+  /**
+   * h (int32 bits, meaningful once the chunk has reached `min - 64` bytes), bytes in the current
+   * chunk, the four parameters, and from byte 32 the last up-to-64 bytes handed to earlier calls
+   * (chunk position p in slot p & 63). One typed array so the native call allocates nothing.
+   */
+  private readonly state = new Int32Array(STATE_INTS);
+  private readonly ring = new Uint8Array(this.state.buffer, RING_OFFSET, BUZHASH_WINDOW_SIZE);
 
   constructor(avgChunkSize: number = DEFAULT_AVG_CHUNK_SIZE) {
     const p = chunkerParams(avgChunkSize);
@@ -124,17 +145,21 @@ export class Chunker {
     this.max = p.max;
     this.mask = p.mask;
     this.threshold = p.threshold;
+    this.state[ST_MIN] = p.min;
+    this.state[ST_MAX] = p.max;
+    this.state[ST_MASK] = p.mask;
+    this.state[ST_THRESHOLD] = p.threshold;
   }
 
   /** Bytes of the current chunk not yet cut. */
   get pendingLength(): number {
-    return this.chunkLen;
+    return this.state[ST_LEN]!;
   }
 
   /** Starts a new chunk at the next byte, as after a cut (forced boundary, pbs-protocol §9.1). */
   reset(): void {
-    this.h = 0;
-    this.chunkLen = 0;
+    this.state[ST_H] = 0;
+    this.state[ST_LEN] = 0;
   }
 
   /**
@@ -142,6 +167,30 @@ export class Chunker {
    * the next boundary (1..data.length), or 0 if the current chunk does not end within `data`.
    */
   scan(data: Uint8Array): number {
+    const end = this.scanFrom(data, 0);
+    return end < 0 ? 0 : end;
+  }
+
+  /**
+   * `scan` without the subarray: scans `data[start..]`, the next bytes of the stream, and returns
+   * the index in `data` just after the next boundary (start < ret <= data.length), or -1 if the
+   * current chunk does not end within `data[start..]`.
+   */
+  scanFrom(data: Uint8Array, start: number): number {
+    if (!Number.isInteger(start) || start < 0 || start > data.length) {
+      throw new BurrowError(
+        'INVALID_ARGUMENT',
+        `Chunker.scanFrom: start ${String(start)} outside 0..${data.length}`,
+        { details: { start, length: data.length } },
+      );
+    }
+    const native = nativeBuzhashScan();
+    return native !== undefined ? native(this.state, data, start) : this.scanTs(data, start);
+  }
+
+  /** The TypeScript scan loop; native/buzhash.c is the same algorithm, step by step. */
+  private scanTs(data: Uint8Array, start: number): number {
+    const st = this.state;
     const n = data.length;
     const min = this.min;
     const max = this.max;
@@ -149,15 +198,15 @@ export class Chunker {
     const threshold = this.threshold;
     const T = TABLE_I32;
     const hashStart = min - BUZHASH_WINDOW_SIZE;
-    let len = this.chunkLen;
-    let h = this.h;
-    let pos = 0;
+    let len = st[ST_LEN]!;
+    let h = st[ST_H]!;
+    let pos = start;
 
     // Bytes before `min - 64` cannot influence any boundary test: skip them unhashed.
     if (len < hashStart) {
-      pos = Math.min(hashStart - len, n);
-      len += pos;
-      if (len < hashStart) return this.suspend(data, len, 0);
+      pos = Math.min(start + hashStart - len, n);
+      len += pos - start;
+      if (len < hashStart) return this.suspend(data, start, len, 0);
       h = 0;
     }
 
@@ -167,7 +216,7 @@ export class Chunker {
       const fillEnd = pos + take;
       for (; pos < fillEnd; pos++) h = ((h << 1) | (h >>> 31)) ^ T[data[pos]!]!;
       len += take;
-      if (len < min) return this.suspend(data, len, h);
+      if (len < min) return this.suspend(data, start, len, h);
       // The first boundary test, right after byte number `min`.
       if ((h & mask) >= threshold) return this.cut(pos);
     }
@@ -175,39 +224,39 @@ export class Chunker {
     const end = Math.min(n, pos + (max - len));
     // Outgoing bytes that were handed to an earlier call come from the ring.
     const ring = this.ring;
-    const ringEnd = Math.min(end, BUZHASH_WINDOW_SIZE);
+    const ringEnd = Math.min(end, start + BUZHASH_WINDOW_SIZE);
     for (; pos < ringEnd; pos++) {
       h = ((h << 1) | (h >>> 31)) ^ T[ring[len & 63]!]! ^ T[data[pos]!]!;
       len++;
       if ((h & mask) >= threshold) return this.cut(pos + 1);
     }
     // The hot loop: the outgoing byte is 64 bytes back in `data`.
-    const start = pos;
+    const hotStart = pos;
     for (; pos < end; pos++) {
       h = ((h << 1) | (h >>> 31)) ^ T[data[pos - 64]!]! ^ T[data[pos]!]!;
       if ((h & mask) >= threshold) return this.cut(pos + 1);
     }
-    len += end - start;
+    len += end - hotStart;
     if (len >= max) return this.cut(end);
-    return this.suspend(data, len, h);
+    return this.suspend(data, start, len, h);
   }
 
-  private cut(consumed: number): number {
-    this.h = 0;
-    this.chunkLen = 0;
-    return consumed;
+  private cut(at: number): number {
+    this.state[ST_H] = 0;
+    this.state[ST_LEN] = 0;
+    return at;
   }
 
-  /** All of `data` was consumed without a boundary; the chunk now holds `len` bytes. */
-  private suspend(data: Uint8Array, len: number, h: number): number {
+  /** All of `data[start..]` was consumed without a boundary; the chunk now holds `len` bytes. */
+  private suspend(data: Uint8Array, start: number, len: number, h: number): number {
     const n = data.length;
     const ring = this.ring;
-    const from = n > BUZHASH_WINDOW_SIZE ? n - BUZHASH_WINDOW_SIZE : 0;
+    const from = n - start > BUZHASH_WINDOW_SIZE ? n - BUZHASH_WINDOW_SIZE : start;
     let p = len - (n - from);
     for (let i = from; i < n; i++, p++) ring[p & 63] = data[i]!;
-    this.chunkLen = len;
-    this.h = h;
-    return 0;
+    this.state[ST_LEN] = len;
+    this.state[ST_H] = h;
+    return -1;
   }
 }
 
@@ -215,34 +264,134 @@ export class Chunker {
  * Push-style splitter over one stream: `push` returns the chunks completed by a piece, `finish`
  * the last one. Chunks may be views of the pushed pieces (no copy when a chunk lies within one
  * piece), so pieces must not be modified after they are pushed.
+ *
+ * For the payload stream of split pxar archives (pbs-protocol §9.1, [4.x]) it also takes
+ * suggested boundaries (`suggestBoundary`), forced cuts (`forceBoundary`) and stretches of the
+ * stream that bypass it as reused chunks (`skipBytes`). Offsets are stream offsets: every byte
+ * pushed or skipped since the splitter was made.
  */
 export class ChunkSplitter {
   private readonly chunker: Chunker;
   private parts: Uint8Array[] = [];
   private partsLength = 0;
+  /** Stream offset of the first byte of the pending chunk. */
+  private base = 0;
+  /** Pending suggestions, in increasing order, from `suggestionsHead` on. */
+  private suggestions: number[] = [];
+  private suggestionsHead = 0;
+  private lastSuggestion = 0;
 
   constructor(avgChunkSize: number = DEFAULT_AVG_CHUNK_SIZE) {
     this.chunker = new Chunker(avgChunkSize);
   }
 
+  /** Stream offset of the next byte to be pushed. */
+  get streamOffset(): number {
+    return this.base + this.partsLength;
+  }
+
+  /** Bytes pushed but not yet returned in a chunk. */
+  get pendingLength(): number {
+    return this.partsLength;
+  }
+
+  /**
+   * Suggests a chunk boundary at stream offset `streamOffset` (the pxar encoder reports where each
+   * file's PAYLOAD header starts). Offsets must come in non-decreasing order, else
+   * INVALID_ARGUMENT. With `base` the offset where the pending chunk started, a suggestion `b` is
+   * weighed when the bytes pushed so far (the current piece included) reach it, before any
+   * content-defined boundary in that piece:
+   * - dropped if `b` lies before the current position (the start of the piece being scanned);
+   * - left pending, with a normal scan of the piece, if `b` lies beyond the end of the piece;
+   * - dropped if `b - base < min`;
+   * - a cut exactly at `b` if `b - base <= max` (the hash restarts there);
+   * - otherwise left pending with a normal scan (the chunk is too long; a cut at `max` at the
+   *   latest brings `b` into range).
+   * A suggestion at exactly the current stream position is decided at the next `push` (or
+   * `finish`/`forceBoundary`, which cut there anyway): the pending bytes become a chunk then.
+   * As upstream, the result depends on when `b` is reached: a content-defined boundary in an
+   * earlier piece wins over a suggestion that piece did not reach.
+   */
+  suggestBoundary(streamOffset: number): void {
+    if (!Number.isSafeInteger(streamOffset) || streamOffset < this.lastSuggestion) {
+      throw new BurrowError(
+        'INVALID_ARGUMENT',
+        `suggested boundary ${String(streamOffset)} is not an integer at or after the previous suggestion ${this.lastSuggestion}`,
+        { details: { offset: streamOffset, previous: this.lastSuggestion } },
+      );
+    }
+    this.lastSuggestion = streamOffset;
+    this.suggestions.push(streamOffset);
+  }
+
+  /**
+   * Cuts at the current stream position: returns the pending bytes as a chunk (undefined when
+   * there are none) and restarts the hash, so the next byte begins a new chunk.
+   */
+  forceBoundary(): Uint8Array | undefined {
+    const chunk = this.partsLength > 0 ? this.take(this.partsLength) : undefined;
+    this.chunker.reset();
+    return chunk;
+  }
+
+  /**
+   * Moves the stream position `length` bytes on without those bytes passing through (metadata
+   * mode injects reused chunks there). Only at a boundary: call `forceBoundary` first, else
+   * INVALID_ARGUMENT. Suggestions inside the skipped range are dropped.
+   */
+  skipBytes(length: number): void {
+    if (!Number.isSafeInteger(length) || length < 0) {
+      throw new BurrowError('INVALID_ARGUMENT', `skipBytes: bad length ${String(length)}`, {
+        details: { length },
+      });
+    }
+    if (this.partsLength > 0) {
+      throw new BurrowError(
+        'INVALID_ARGUMENT',
+        `skipBytes at stream offset ${this.streamOffset} with ${this.partsLength} pending bytes: call forceBoundary first`,
+        { details: { offset: this.streamOffset, pending: this.partsLength } },
+      );
+    }
+    this.base += length;
+    this.chunker.reset();
+  }
+
   push(piece: Uint8Array): Uint8Array[] {
     const out: Uint8Array[] = [];
-    let rest = piece;
-    while (rest.length > 0) {
-      const k = this.chunker.scan(rest);
+    const n = piece.length;
+    let start = 0;
+    for (;;) {
+      const k = this.hasSuggestions() ? this.suggestedCut(n - start) : -1;
       if (k === 0) {
-        this.parts.push(rest);
-        this.partsLength += rest.length;
-        break;
+        // A suggestion at the current position closes the pending chunk before this piece.
+        out.push(this.take(this.partsLength));
+        this.chunker.reset();
+        continue;
       }
-      const head = rest.subarray(0, k);
+      if (start === n) break;
+      let end: number;
+      if (k > 0) {
+        end = start + k;
+        this.chunker.reset();
+      } else {
+        end = this.chunker.scanFrom(piece, start);
+        if (end < 0) {
+          const rest = start === 0 ? piece : piece.subarray(start);
+          this.parts.push(rest);
+          this.partsLength += rest.length;
+          break;
+        }
+      }
+      const head = piece.subarray(start, end);
       if (this.parts.length === 0) {
         out.push(head);
+        this.base += head.length;
       } else {
         this.parts.push(head);
-        out.push(this.take(this.partsLength + k));
+        this.partsLength += head.length;
+        out.push(this.take(this.partsLength));
       }
-      rest = rest.subarray(k);
+      start = end;
     }
     return out;
   }
@@ -255,10 +404,54 @@ export class ChunkSplitter {
     return last;
   }
 
+  private hasSuggestions(): boolean {
+    return this.suggestionsHead < this.suggestions.length;
+  }
+
+  /**
+   * Applies the suggestion rules to the next `available` bytes. Returns where to cut, counted
+   * from the current position (0: right here, before them), or -1 for a normal scan.
+   */
+  private suggestedCut(available: number): number {
+    const here = this.base + this.partsLength;
+    const min = this.chunker.min;
+    const max = this.chunker.max;
+    while (this.suggestionsHead < this.suggestions.length) {
+      const b = this.suggestions[this.suggestionsHead]!;
+      if (b > here + available) return -1; // not reached yet: undecided
+      if (b >= here) {
+        const size = b - this.base;
+        if (size > max) return -1;
+        if (size >= min) {
+          this.dropSuggestion();
+          return b - here;
+        }
+      }
+      this.dropSuggestion(); // in the past, or too close to the chunk start
+    }
+    return -1;
+  }
+
+  private dropSuggestion(): void {
+    this.suggestionsHead++;
+    if (this.suggestionsHead === this.suggestions.length) {
+      this.suggestions = [];
+      this.suggestionsHead = 0;
+    } else if (
+      this.suggestionsHead >= 1024 &&
+      this.suggestionsHead * 2 >= this.suggestions.length
+    ) {
+      this.suggestions = this.suggestions.slice(this.suggestionsHead);
+      this.suggestionsHead = 0;
+    }
+  }
+
+  /** Returns the pending parts as one chunk; the next chunk starts after them. */
   private take(total: number): Uint8Array {
     const parts = this.parts;
     this.parts = [];
     this.partsLength = 0;
+    this.base += total;
     if (parts.length === 1) return parts[0]!;
     const chunk = new Uint8Array(total);
     let off = 0;
@@ -278,16 +471,16 @@ export function* chunkBoundaries(
   const chunker = new Chunker(avgChunkSize);
   let offset = 0;
   for (const piece of stream) {
-    let rest = piece;
-    while (rest.length > 0) {
-      const k = chunker.scan(rest);
-      if (k === 0) {
-        offset += rest.length;
+    let start = 0;
+    while (start < piece.length) {
+      const end = chunker.scanFrom(piece, start);
+      if (end < 0) {
+        offset += piece.length - start;
         break;
       }
-      offset += k;
+      offset += end - start;
       yield offset;
-      rest = rest.subarray(k);
+      start = end;
     }
   }
   if (chunker.pendingLength > 0) yield offset;

@@ -3,6 +3,7 @@ import {
   lstatSync,
   mkdtempSync,
   openSync,
+  readdirSync,
   rmSync,
   statSync,
   symlinkSync,
@@ -17,8 +18,19 @@ import {
   fcntlSetLock,
   flockNonBlocking,
   forceNativeFallback,
+  getFsFlags,
+  getProjectId,
+  lGetXattr,
+  lListXattr,
+  lSetXattr,
+  mknod,
   nativeAvailable,
+  nativeBuzhashKernel,
+  nativeBuzhashScan,
   nativeUnavailableReason,
+  setFsFlags,
+  setProjectId,
+  setTimesNs,
   syncfs,
   syncfsAsync,
   touchAtime,
@@ -203,5 +215,319 @@ describe('fallback without the addon', () => {
 
     // touch (lstat + lutimes) and syncfs (fsync) must keep the same contract.
     touchCases();
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// File metadata calls for pxar (xattrs, chattr flags, project ids, mknod, nanosecond times).
+// ---------------------------------------------------------------------------------------------
+
+const isRoot = process.getuid?.() === 0;
+
+function errorOf(fn: () => unknown): { code: string; details: Record<string, unknown> } {
+  try {
+    fn();
+  } catch (error) {
+    expect(isBurrowError(error), String(error)).toBe(true);
+    return error as { code: string; details: Record<string, unknown> };
+  }
+  throw new Error('expected a throw');
+}
+
+const hexSorted = (names: Buffer[]): string[] => names.map((n) => n.toString('hex')).sort();
+
+describe('file metadata calls (addon)', () => {
+  let meta: string;
+  beforeEach(() => {
+    meta = mkdtempSync(join(tmpdir(), 'burrow-meta-'));
+  });
+  afterEach(() => rmSync(meta, { recursive: true, force: true }));
+
+  const file = (name = 'f'): string => {
+    const p = join(meta, name);
+    writeFileSync(p, 'data');
+    return p;
+  };
+
+  describe('xattrs', () => {
+    it('round-trips binary names and values, and lists them as raw bytes', () => {
+      const p = file();
+      expect(lListXattr(p)).toEqual([]);
+      // Names are bytes after the namespace prefix: non-UTF-8, control bytes.
+      const a = Buffer.concat([Buffer.from('user.'), Buffer.from([0xff, 0xfe, 0x01, 0x7f])]);
+      const b = Buffer.from('user.plain');
+      const c = Buffer.from('user.empty');
+      const va = Buffer.from([0, 1, 2, 0, 255, 0]);
+      const vb = Buffer.alloc(3000, 0xab); // beyond the inode, in an xattr block
+      lSetXattr(p, a, va);
+      lSetXattr(p, b, vb);
+      lSetXattr(p, c, new Uint8Array(0));
+      expect(hexSorted(lListXattr(p))).toEqual(hexSorted([a, b, c]));
+      expect(lGetXattr(p, a)?.equals(va)).toBe(true);
+      expect(lGetXattr(p, b)?.equals(vb)).toBe(true);
+      expect(lGetXattr(p, c)?.length).toBe(0);
+      // flags 0: an existing value is replaced.
+      lSetXattr(p, a, Buffer.from('new'));
+      expect(lGetXattr(p, a)?.toString()).toBe('new');
+    });
+
+    it('a missing attribute is null (ENODATA), a missing file is IO_ERROR ENOENT', () => {
+      const p = file();
+      expect(lGetXattr(p, Buffer.from('user.absent'))).toBeNull();
+      const missing = join(meta, 'missing');
+      const e = errorOf(() => lGetXattr(missing, Buffer.from('user.x')));
+      expect(e.code).toBe('IO_ERROR');
+      expect(e.details).toMatchObject({
+        syscall: 'lgetxattr',
+        errno: 2,
+        errnoName: 'ENOENT',
+        path: missing,
+      });
+      expect(errorOf(() => lListXattr(missing)).details).toMatchObject({
+        syscall: 'llistxattr',
+        errnoName: 'ENOENT',
+        path: missing,
+      });
+    });
+
+    it('does not follow symlinks', () => {
+      const target = file('target');
+      lSetXattr(target, Buffer.from('user.t'), Buffer.from('v'));
+      const link = join(meta, 'link');
+      symlinkSync('target', link);
+      expect(lListXattr(link).map((n) => n.toString())).not.toContain('user.t');
+      expect(lGetXattr(link, Buffer.from('user.t'))).toBeNull();
+      // The kernel refuses user.* on a symlink itself: proof the call reached the link.
+      const e = errorOf(() => lSetXattr(link, Buffer.from('user.t'), Buffer.from('w')));
+      expect(e.details.errnoName).toBe('EPERM');
+      expect(lGetXattr(target, Buffer.from('user.t'))?.toString()).toBe('v');
+    });
+
+    it('takes paths as raw bytes (a non-UTF-8 file name)', () => {
+      const raw = Buffer.concat([Buffer.from(meta + '/'), Buffer.from([0x66, 0xff, 0x80])]);
+      writeFileSync(raw, 'x');
+      expect(readdirSync(meta, { encoding: 'buffer' })[0]?.equals(raw.subarray(-3))).toBe(true);
+      lSetXattr(raw, Buffer.from('user.k'), Buffer.from([7]));
+      expect(lGetXattr(raw, Buffer.from('user.k'))?.[0]).toBe(7);
+      expect(lListXattr(raw).map((n) => n.toString())).toEqual(['user.k']);
+    });
+
+    it('a filesystem without xattr support reports ENOTSUP as IO_ERROR', () => {
+      // procfs has no user xattrs at all.
+      const e = errorOf(() => lGetXattr('/proc/self/status', Buffer.from('user.x')));
+      expect(e.code).toBe('IO_ERROR');
+      expect(e.details.errnoName).toBe('ENOTSUP');
+    });
+
+    it('rejects NUL bytes in paths and names before any system call', () => {
+      const p = file();
+      expect(errorOf(() => lListXattr(p + '\0x')).code).toBe('INVALID_ARGUMENT');
+      expect(errorOf(() => lListXattr(Buffer.from(p + '\0x'))).code).toBe('INVALID_ARGUMENT');
+      expect(errorOf(() => lGetXattr(p, Buffer.from('user.a\0b'))).code).toBe('INVALID_ARGUMENT');
+      expect(errorOf(() => lSetXattr(p, Buffer.from('user.\0'), Buffer.from('v'))).code).toBe(
+        'INVALID_ARGUMENT',
+      );
+      expect(lListXattr(p)).toEqual([]);
+    });
+  });
+
+  describe('chattr flags and project id', () => {
+    const FS_NODUMP_FL = 0x40;
+
+    it('sets and clears FS_NODUMP_FL (chattr +d)', () => {
+      const fd = openSync(file(), 'r');
+      try {
+        const before = getFsFlags(fd);
+        expect(before & FS_NODUMP_FL).toBe(0);
+        setFsFlags(fd, before | FS_NODUMP_FL);
+        expect(getFsFlags(fd)).toBe(before | FS_NODUMP_FL);
+        setFsFlags(fd, before);
+        expect(getFsFlags(fd)).toBe(before);
+      } finally {
+        closeSync(fd);
+      }
+    });
+
+    it('an fd without flags support is ENOTTY; a bad fd is EBADF', () => {
+      const fd = openSync('/dev/null', 'r');
+      try {
+        expect(errorOf(() => getFsFlags(fd)).details).toMatchObject({
+          syscall: 'ioctl(FS_IOC_GETFLAGS)',
+          errnoName: 'ENOTTY',
+          fd,
+        });
+        expect(errorOf(() => getProjectId(fd)).details.errnoName).toBe('ENOTTY');
+      } finally {
+        closeSync(fd);
+      }
+      expect(errorOf(() => getFsFlags(1_000_000)).details.errnoName).toBe('EBADF');
+      expect(errorOf(() => setFsFlags(-1, 0)).code).toBe('INVALID_ARGUMENT');
+      expect(errorOf(() => setFsFlags(0, 2 ** 32)).code).toBe('INVALID_ARGUMENT');
+    });
+
+    it('reads the project id; setting it works or fails with a telling errno', () => {
+      const fd = openSync(file(), 'r');
+      try {
+        const projid = getProjectId(fd);
+        expect(Number.isInteger(projid) && projid >= 0).toBe(true);
+        let setError: { code: string; details: Record<string, unknown> } | undefined;
+        try {
+          setProjectId(fd, 4242);
+        } catch (error) {
+          setError = error as typeof setError;
+        }
+        if (setError === undefined) {
+          expect(getProjectId(fd)).toBe(4242);
+          setProjectId(fd, projid);
+          expect(getProjectId(fd)).toBe(projid);
+        } else {
+          // ext4 without the "project" feature: EOPNOTSUPP (== ENOTSUP); non-root: EPERM.
+          expect(setError.code).toBe('IO_ERROR');
+          expect(['ENOTSUP', 'EPERM']).toContain(setError.details.errnoName);
+          expect(getProjectId(fd)).toBe(projid);
+        }
+      } finally {
+        closeSync(fd);
+      }
+    });
+  });
+
+  describe('mknod', () => {
+    const S_IFIFO = 0o010000;
+    const S_IFCHR = 0o020000;
+    /** glibc's makedev, written out (12 bits of major and 8 of minor low, the rest above). */
+    const glibcMakedev = (major: bigint, minor: bigint): bigint =>
+      ((major & 0xfffn) << 8n) |
+      ((major & ~0xfffn) << 32n) |
+      (minor & 0xffn) |
+      ((minor & ~0xffn) << 12n);
+
+    it('makes a fifo', () => {
+      const p = join(meta, 'fifo');
+      mknod(p, S_IFIFO | 0o600, 0, 0);
+      const st = lstatSync(p);
+      expect(st.isFIFO()).toBe(true);
+      expect(st.mode & 0o7777).toBe(0o600);
+      expect(errorOf(() => mknod(p, S_IFIFO | 0o600, 0, 0)).details).toMatchObject({
+        syscall: 'mknod',
+        errnoName: 'EEXIST',
+        path: p,
+      });
+    });
+
+    it('makes character devices as root (rdev the glibc way), EPERM otherwise', () => {
+      const p = join(meta, 'null');
+      const big = join(meta, 'big');
+      if (!isRoot) {
+        expect(errorOf(() => mknod(p, S_IFCHR | 0o600, 1, 3)).details.errnoName).toBe('EPERM');
+        return;
+      }
+      mknod(p, S_IFCHR | 0o600, 1, 3);
+      const st = lstatSync(p, { bigint: true });
+      expect(st.isCharacterDevice()).toBe(true);
+      expect(st.rdev).toBe(glibcMakedev(1n, 3n));
+      expect(st.rdev).toBe(259n);
+      // The kernel keeps 12 bits of major and 20 of minor; a minor past 8 bits tests the split.
+      mknod(big, S_IFCHR | 0o600, 0x123, 0x45678);
+      expect(lstatSync(big, { bigint: true }).rdev).toBe(glibcMakedev(0x123n, 0x45678n));
+    });
+  });
+
+  describe('setTimesNs', () => {
+    it('sets atime and mtime to the nanosecond', () => {
+      const p = file();
+      setTimesNs(p, { secs: 1_500_000_000, nanos: 1 }, { secs: 1_234_567_890, nanos: 123_456_789 });
+      const st = lstatSync(p, { bigint: true });
+      expect(st.mtimeNs).toBe(1_234_567_890_123_456_789n);
+      expect(st.atimeNs).toBe(1_500_000_000_000_000_001n);
+    });
+
+    it('before 1970 too', () => {
+      const p = file();
+      setTimesNs(p, { secs: 0, nanos: 0 }, { secs: -100, nanos: 999_999_999 });
+      expect(lstatSync(p, { bigint: true }).mtimeNs).toBe(-100_000_000_000n + 999_999_999n);
+    });
+
+    it('changes a symlink itself unless asked to follow it', () => {
+      const target = file('target');
+      const link = join(meta, 'link');
+      symlinkSync('target', link);
+      const targetBefore = lstatSync(target, { bigint: true }).mtimeNs;
+      setTimesNs(link, { secs: 10, nanos: 20 }, { secs: 1_000_000_000, nanos: 987_654_321 });
+      expect(lstatSync(link, { bigint: true }).mtimeNs).toBe(1_000_000_000_987_654_321n);
+      expect(lstatSync(target, { bigint: true }).mtimeNs).toBe(targetBefore);
+      setTimesNs(link, { secs: 10, nanos: 20 }, { secs: 2_000_000_000, nanos: 5 }, true);
+      expect(lstatSync(target, { bigint: true }).mtimeNs).toBe(2_000_000_000_000_000_005n);
+      expect(lstatSync(link, { bigint: true }).mtimeNs).toBe(1_000_000_000_987_654_321n);
+    });
+
+    it('rejects out-of-range nanoseconds and reports missing files', () => {
+      const p = file();
+      for (const bad of [
+        { secs: 1, nanos: 1_000_000_000 },
+        { secs: 1, nanos: -1 },
+        { secs: 1.5, nanos: 0 },
+      ]) {
+        expect(errorOf(() => setTimesNs(p, bad, { secs: 1, nanos: 0 })).code).toBe(
+          'INVALID_ARGUMENT',
+        );
+      }
+      const missing = join(meta, 'missing');
+      expect(
+        errorOf(() => setTimesNs(missing, { secs: 1, nanos: 0 }, { secs: 1, nanos: 0 })).details,
+      ).toMatchObject({
+        syscall: 'utimensat',
+        errnoName: 'ENOENT',
+        path: missing,
+      });
+    });
+  });
+
+  describe('without the addon', () => {
+    beforeEach(() => forceNativeFallback(true));
+
+    it('xattrs, flags, project ids and mknod throw NATIVE_UNAVAILABLE', () => {
+      const p = file();
+      const fd = openSync(p, 'r');
+      try {
+        for (const call of [
+          () => lListXattr(p),
+          () => lGetXattr(p, Buffer.from('user.a')),
+          () => lSetXattr(p, Buffer.from('user.a'), Buffer.from('v')),
+          () => getFsFlags(fd),
+          () => setFsFlags(fd, 0),
+          () => getProjectId(fd),
+          () => setProjectId(fd, 0),
+          () => mknod(join(meta, 'fifo'), 0o010600, 0, 0),
+        ]) {
+          expect(errorOf(call).code).toBe('NATIVE_UNAVAILABLE');
+        }
+      } finally {
+        closeSync(fd);
+      }
+      expect(nativeBuzhashScan()).toBeUndefined();
+      expect(nativeBuzhashKernel()).toBeUndefined();
+    });
+
+    it('setTimesNs falls back to lutimes/utimes with microsecond precision', () => {
+      const target = file('target');
+      const link = join(meta, 'link');
+      symlinkSync('target', link);
+      const targetBefore = lstatSync(target, { bigint: true }).mtimeNs;
+      setTimesNs(link, { secs: 10, nanos: 0 }, { secs: 1_234_567_890, nanos: 123_456_789 });
+      const got = lstatSync(link, { bigint: true }).mtimeNs;
+      const drift = got - 1_234_567_890_123_456_789n;
+      expect(drift < 0n ? -drift : drift).toBeLessThan(1000n);
+      expect(lstatSync(target, { bigint: true }).mtimeNs).toBe(targetBefore);
+      setTimesNs(link, { secs: 10, nanos: 0 }, { secs: 1_000_000_000, nanos: 0 }, true);
+      expect(lstatSync(target, { bigint: true }).mtimeNs).toBe(1_000_000_000_000_000_000n);
+      const missing = join(meta, 'missing');
+      expect(
+        errorOf(() => setTimesNs(missing, { secs: 1, nanos: 0 }, { secs: 1, nanos: 0 })).details,
+      ).toMatchObject({
+        errnoName: 'ENOENT',
+        path: missing,
+      });
+    });
   });
 });

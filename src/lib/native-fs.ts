@@ -1,8 +1,11 @@
 /**
  * The Linux file calls Node lacks and PBS compatibility needs (pbs-formats §2.4, §2.6, §6.7):
  * POSIX record locks (fcntl F_SETLK), flock(2), an atime-only touch (utimensat with UTIME_NOW /
- * UTIME_OMIT, not following symlinks) and syncfs(2). They come from a small N-API addon,
- * native/burrow_fs.c, that `npm ci` builds with node-gyp into build/Release/burrow_fs.node.
+ * UTIME_OMIT, not following symlinks) and syncfs(2); for pxar, xattrs (l*xattr), chattr flags
+ * and project ids (ioctl), mknod(2) and utimensat with nanoseconds; and the buzhash chunker's scan
+ * loop. They come from a small N-API addon, native/*.c, that `npm ci` builds with node-gyp into
+ * build/Release/burrow_fs.node (by hand: node-gyp rebuild; npm's bundled copy is at
+ * $(npm root -g)/npm/node_modules/node-gyp/bin/node-gyp.js, with --nodedir=/usr offline).
  *
  * When the addon cannot be loaded (not built, `npm ci --ignore-scripts`, or BURROW_NATIVE=off
  * in the environment when this module loads), the functions fall back as follows:
@@ -15,9 +18,12 @@
  *   to roughly `file` for whatever the caller did not fsync itself.
  * - fcntlSetLock / flockNonBlocking: no faithful emulation exists in Node (a lock that other
  *   processes cannot see is no lock), so they throw BurrowError('NATIVE_UNAVAILABLE').
+ * - setTimesNs: lutimes/utimes with a double, about a microsecond of precision.
+ * - xattrs, chattr flags, project ids, mknod: NATIVE_UNAVAILABLE (no Node equivalent).
+ * - the chunker's scan: its TypeScript loop (nativeBuzhashScan() returns undefined).
  * nativeAvailable() says which path is in use.
  */
-import { fsync, fsyncSync, lstatSync, lutimesSync } from 'node:fs';
+import { fsync, fsyncSync, lstatSync, lutimesSync, utimesSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { getSystemErrorName } from 'node:util';
@@ -31,10 +37,31 @@ interface NativeBinding {
   touchAtime(path: string): number;
   syncfs(fd: number): number;
   syncfsAsync(fd: number, callback: (errno: number) => void): void;
+  lListXattr(path: string | Uint8Array): Buffer | number;
+  lGetXattr(path: string | Uint8Array, name: Uint8Array): Buffer | number;
+  lSetXattr(path: string | Uint8Array, name: Uint8Array, value: Uint8Array): number;
+  /** Flags (>= 0) or -errno. */
+  getFsFlags(fd: number): number;
+  setFsFlags(fd: number, flags: number): number;
+  /** Project id (>= 0) or -errno. */
+  getProjectId(fd: number): number;
+  setProjectId(fd: number, projid: number): number;
+  mknod(path: string | Uint8Array, mode: number, major: number, minor: number): number;
+  setTimesNs(
+    path: string | Uint8Array,
+    atimeSecs: number,
+    atimeNanos: number,
+    mtimeSecs: number,
+    mtimeNanos: number,
+    follow: boolean,
+  ): number;
+  /** See native/buzhash.c: index just after the cut, or -1. */
+  buzhashScan(this: void, state: Int32Array, data: Uint8Array, start: number): number;
+  buzhashKernel(mode?: boolean): string;
 }
 
 /** Bumped together with the `abiVersion` export of native/burrow_fs.c; a stale build is not used. */
-const EXPECTED_ABI = 1;
+const EXPECTED_ABI = 2;
 
 // This file sits two levels below the package root both as src/lib/native-fs.ts (tsx, vitest)
 // and as dist/lib/native-fs.js, so one relative path finds the node-gyp output from either.
@@ -211,4 +238,223 @@ function fallbackSyncError(fd: number, error: unknown): BurrowError {
     details: { syscall: 'fsync', errno: Math.abs(e.errno ?? 0), errnoName: e.code, fd },
     cause: error,
   });
+}
+
+// ---------------------------------------------------------------------------------------------
+// File metadata for the pxar archiver and extractor: xattrs, chattr flags, quota project ids,
+// device nodes and nanosecond timestamps. Without the addon only setTimesNs has a fallback; the
+// others throw NATIVE_UNAVAILABLE, because silently dropping metadata would make a wrong archive.
+// ---------------------------------------------------------------------------------------------
+
+const ENODATA = 61;
+const UINT32_MAX = 0xffff_ffff;
+
+/** Paths and names as given, for messages and details (bytes shown as UTF-8, lossy). */
+function display(value: string | Uint8Array): string {
+  return typeof value === 'string' ? value : Buffer.from(value).toString('utf8');
+}
+
+/** Strings and byte arrays reach C as NUL-terminated names: an inner NUL would name another file. */
+function checkName(value: string | Uint8Array, what: string, fn: string): void {
+  const ok =
+    typeof value === 'string'
+      ? !value.includes('\0')
+      : value instanceof Uint8Array && !value.includes(0);
+  if (!ok) {
+    throw new BurrowError(
+      'INVALID_ARGUMENT',
+      `${fn}: ${what} must be a string or Buffer without NUL bytes`,
+      {
+        details: {
+          [what]:
+            typeof value === 'string' || value instanceof Uint8Array
+              ? display(value)
+              : String(value),
+        },
+      },
+    );
+  }
+}
+
+function checkUint(value: number, what: string, fn: string, max: number = UINT32_MAX): void {
+  if (!Number.isInteger(value) || value < 0 || value > max) {
+    throw new BurrowError(
+      'INVALID_ARGUMENT',
+      `${fn}: ${what} must be an integer from 0 to ${max}, got ${String(value)}`,
+      { details: { [what]: value } },
+    );
+  }
+}
+
+const checkFd = (fd: number, fn: string): void => checkUint(fd, 'fd', fn, 0x7fff_ffff);
+
+function pathError(
+  syscall: string,
+  errno: number,
+  path: string | Uint8Array,
+  extra: Record<string, unknown> = {},
+): BurrowError {
+  return ioError(syscall, errno, { path: display(path), ...extra });
+}
+
+/** llistxattr (no symlink follow). Names as raw bytes. [] when the fs has none. Throws BurrowError IO_ERROR with details {syscall, errno, errnoName, path} (ENOTSUP/EOPNOTSUPP included: caller decides to warn). */
+export function lListXattr(path: string | Buffer): Buffer[] {
+  checkName(path, 'path', 'lListXattr');
+  const result = requireBinding('llistxattr').lListXattr(path);
+  if (typeof result === 'number') throw pathError('llistxattr', result, path);
+  // The kernel's list is "name\0name\0...": every name, the last included, ends in a NUL.
+  const names: Buffer[] = [];
+  let from = 0;
+  for (let i = 0; i < result.length; i++) {
+    if (result[i] === 0) {
+      if (i > from) names.push(result.subarray(from, i));
+      from = i + 1;
+    }
+  }
+  return names;
+}
+
+/** lgetxattr; null when the attribute does not exist (ENODATA). Other errors as above. */
+export function lGetXattr(path: string | Buffer, name: Buffer): Buffer | null {
+  checkName(path, 'path', 'lGetXattr');
+  checkName(name, 'name', 'lGetXattr');
+  const result = requireBinding('lgetxattr').lGetXattr(path, name);
+  if (typeof result !== 'number') return result;
+  if (result === ENODATA) return null;
+  throw pathError('lgetxattr', result, path, { name: display(name) });
+}
+
+/** lsetxattr (flags 0 = create or replace). */
+export function lSetXattr(path: string | Buffer, name: Buffer, value: Uint8Array): void {
+  checkName(path, 'path', 'lSetXattr');
+  checkName(name, 'name', 'lSetXattr');
+  if (!(value instanceof Uint8Array))
+    throw new BurrowError('INVALID_ARGUMENT', 'lSetXattr: value must be a Uint8Array');
+  const errno = requireBinding('lsetxattr').lSetXattr(path, name, value);
+  if (errno !== 0) throw pathError('lsetxattr', errno, path, { name: display(name) });
+}
+
+/** ioctl FS_IOC_GETFLAGS / FS_IOC_SETFLAGS on an open fd (chattr flags, Linux FS_*_FL values). */
+export function getFsFlags(fd: number): number {
+  checkFd(fd, 'getFsFlags');
+  const result = requireBinding('FS_IOC_GETFLAGS').getFsFlags(fd);
+  if (result < 0) throw ioError('ioctl(FS_IOC_GETFLAGS)', -result, { fd });
+  return result;
+}
+
+export function setFsFlags(fd: number, flags: number): void {
+  checkFd(fd, 'setFsFlags');
+  checkUint(flags, 'flags', 'setFsFlags');
+  const errno = requireBinding('FS_IOC_SETFLAGS').setFsFlags(fd, flags);
+  if (errno !== 0) throw ioError('ioctl(FS_IOC_SETFLAGS)', errno, { fd, flags });
+}
+
+/** ioctl FS_IOC_FSGETXATTR / FS_IOC_FSSETXATTR: the quota project id (fsx_projid). setter keeps the other fsxattr fields. */
+export function getProjectId(fd: number): number {
+  checkFd(fd, 'getProjectId');
+  const result = requireBinding('FS_IOC_FSGETXATTR').getProjectId(fd);
+  if (result < 0) throw ioError('ioctl(FS_IOC_FSGETXATTR)', -result, { fd });
+  return result;
+}
+
+export function setProjectId(fd: number, projid: number): void {
+  checkFd(fd, 'setProjectId');
+  checkUint(projid, 'projid', 'setProjectId');
+  const errno = requireBinding('FS_IOC_FSSETXATTR').setProjectId(fd, projid);
+  if (errno !== 0) throw ioError('ioctl(FS_IOC_FSSETXATTR)', errno, { fd, projid });
+}
+
+/** mknod(2): mode includes the file type bits (S_IFCHR, S_IFBLK, S_IFIFO, S_IFSOCK); dev = makedev(major, minor) the glibc way. */
+export function mknod(path: string | Buffer, mode: number, major: number, minor: number): void {
+  checkName(path, 'path', 'mknod');
+  checkUint(mode, 'mode', 'mknod');
+  checkUint(major, 'major', 'mknod');
+  checkUint(minor, 'minor', 'mknod');
+  const errno = requireBinding('mknod').mknod(path, mode, major, minor);
+  if (errno !== 0) throw pathError('mknod', errno, path, { mode, major, minor });
+}
+
+function checkTime(t: { secs: number; nanos: number }, what: string): void {
+  if (
+    !Number.isSafeInteger(t.secs) ||
+    !Number.isInteger(t.nanos) ||
+    t.nanos < 0 ||
+    t.nanos > 999_999_999
+  ) {
+    throw new BurrowError(
+      'INVALID_ARGUMENT',
+      `setTimesNs: ${what} must be {secs: integer, nanos: 0..999999999}, got ${JSON.stringify(t)}`,
+      { details: { [what]: t } },
+    );
+  }
+}
+
+/**
+ * utimensat(AT_FDCWD, path, ..., followSymlinks ? 0 : AT_SYMLINK_NOFOLLOW) with exact seconds+nanoseconds (Node's utimes loses ns precision).
+ *
+ * Fallback without the addon: fs.lutimesSync / fs.utimesSync with `secs + nanos / 1e9` as a
+ * double. That keeps about a microsecond for present-day times; the nanoseconds below it are lost.
+ */
+export function setTimesNs(
+  path: string | Buffer,
+  atime: { secs: number; nanos: number },
+  mtime: { secs: number; nanos: number },
+  followSymlinks = false,
+): void {
+  checkName(path, 'path', 'setTimesNs');
+  checkTime(atime, 'atime');
+  checkTime(mtime, 'mtime');
+  if (binding !== undefined) {
+    const errno = binding.setTimesNs(
+      path,
+      atime.secs,
+      atime.nanos,
+      mtime.secs,
+      mtime.nanos,
+      followSymlinks,
+    );
+    if (errno !== 0) throw pathError('utimensat', errno, path);
+    return;
+  }
+  const a = atime.secs + atime.nanos / 1e9;
+  const m = mtime.secs + mtime.nanos / 1e9;
+  try {
+    if (followSymlinks) utimesSync(path, a, m);
+    else lutimesSync(path, a, m);
+  } catch (error) {
+    const e = error as NodeJS.ErrnoException;
+    throw new BurrowError(
+      'IO_ERROR',
+      `utimes ${display(path)} failed: ${e.code ?? String(error)}`,
+      {
+        details: {
+          syscall: followSymlinks ? 'utimes' : 'lutimes',
+          errno: Math.abs(e.errno ?? 0),
+          errnoName: e.code,
+          path: display(path),
+        },
+        cause: error,
+      },
+    );
+  }
+}
+
+/**
+ * The chunker's native scan loop (native/buzhash.c), or undefined when the addon is not in use
+ * (the chunker then runs its TypeScript loop). Looked up on every call so forceNativeFallback
+ * switches the chunker too.
+ */
+export function nativeBuzhashScan():
+  ((state: Int32Array, data: Uint8Array, start: number) => number) | undefined {
+  return binding?.buzhashScan;
+}
+
+/**
+ * Which native scan kernel runs: 'avx512' (AVX-512 VBMI CPUs) or 'scalar'; undefined without
+ * the addon. `prefer` false forces the scalar kernel, true restores the best available, so tests
+ * and benchmarks can cover every path.
+ */
+export function nativeBuzhashKernel(prefer?: boolean): 'avx512' | 'scalar' | undefined {
+  if (binding === undefined) return undefined;
+  return binding.buzhashKernel(prefer) === 'avx512' ? 'avx512' : 'scalar';
 }
