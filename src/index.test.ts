@@ -40,3 +40,32 @@ describe('the README library example', () => {
     }
   });
 });
+
+describe('pxar through the public API', () => {
+  it('archives a directory into memory and reads one file back by path', async () => {
+    const { mkdtempSync, writeFileSync, mkdirSync, rmSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const dir = mkdtempSync(join(tmpdir(), 'burrow-lib-pxar-'));
+    try {
+      mkdirSync(join(dir, 'etc'));
+      writeFileSync(join(dir, 'etc', 'hosts'), '127.0.0.1 localhost\n');
+      const pieces: Uint8Array[] = [];
+      const encoder = await burrow.PxarEncoder.begin(await burrow.readRootMetadata(dir), {
+        output: { write: (b) => void pieces.push(Uint8Array.from(b)) },
+      });
+      const stats = await burrow.createArchive(dir, encoder);
+      await encoder.finish();
+      expect(stats.entries.file).toBe(1);
+      const archive = Buffer.concat(pieces);
+      const accessor = await burrow.PxarAccessor.open(burrow.bytesRandomAccess(archive));
+      const hosts = await accessor.lookup('etc/hosts');
+      expect(hosts?.body.kind).toBe('file');
+      const content: Uint8Array[] = [];
+      for await (const piece of accessor.readFile(hosts!)) content.push(piece);
+      expect(Buffer.concat(content).toString()).toBe('127.0.0.1 localhost\n');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -29,6 +29,39 @@ export {
 export { parseSectionConfig, writeSectionConfig } from './format/section-config.js';
 export { parsePropertyString, formatPropertyString } from './format/property-string.js';
 
+export {
+  CatalogWriter,
+  CatalogReader,
+  formatCatalogDumpLine,
+  type CatalogEntry,
+  type CatalogEntryType,
+} from './format/catalog.js';
+
+// Chunkers
+export * from './chunker/index.js';
+
+// pxar archives
+export * from './pxar/format.js';
+export { PxarEncoder, type EncoderOptions } from './pxar/encoder.js';
+export { PxarDecoder, type DecoderEvent, type DecoderOptions } from './pxar/decoder.js';
+export { PxarAccessor, type AccessorEntry } from './pxar/accessor.js';
+export { bytesRandomAccess, openFileRandomAccess } from './pxar/random-access.js';
+export {
+  createArchive,
+  readRootMetadata,
+  excludePrelude,
+  type ArchiveOptions,
+  type ArchiveStats,
+} from './pxar/archiver.js';
+export { extractArchive, type ExtractOptions, type ExtractStats } from './pxar/extractor.js';
+export {
+  parsePattern,
+  parsePatternFile,
+  MatchList,
+  MatchPattern,
+  type MatchType,
+} from './pxar/pattern.js';
+
 // Crypto
 export { CryptConfig, formatFingerprint, parseFingerprint } from './crypto/crypt-config.js';
 export {
@@ -65,5 +98,10 @@ export { DataStore } from './datastore/datastore.js';
 export { ChunkStore } from './datastore/chunk-store.js';
 export { garbageCollection } from './datastore/gc.js';
 export { VerifyWorker, verifySnapshot, verifyGroup, verifyStore } from './datastore/verify.js';
-export { computePruneInfo, prunePlan, parseKeepOptions, type KeepOptions } from './datastore/prune.js';
+export {
+  computePruneInfo,
+  prunePlan,
+  parseKeepOptions,
+  type KeepOptions,
+} from './datastore/prune.js';
 export { TaskManager, type TaskContext } from './tasks/index.js';

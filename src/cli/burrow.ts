@@ -2,6 +2,7 @@
 /** `burrow`: the client CLI, mirroring proxmox-backup-client (and proxmox-backup-debug under `debug`). */
 import { Command } from 'commander';
 import { registerDebugCommands } from './commands/debug-inspect.js';
+import { registerPxarCommands } from './commands/pxar.js';
 import { configureProgram, runProgram } from './run.js';
 import { BURROW_VERSION } from './version.js';
 
@@ -9,6 +10,7 @@ export function buildBurrowProgram(): Command {
   const program = configureProgram(new Command('burrow'))
     .description('Burrow backup client (compatible with Proxmox Backup Server)')
     .version(BURROW_VERSION);
+  registerPxarCommands(program);
   registerDebugCommands(program);
   return program;
 }
