@@ -117,6 +117,13 @@ export const ERROR_CODES = {
   PXAR_ENCODER_STATE: code(EXIT.usage, 400, 'The pxar encoder was used out of order (entry after finish, unbalanced directories, size mismatch).'),
   CATALOG_INVALID: code(EXIT.corrupt, 400, 'A catalog (.pcat1) has a wrong magic, a bad table or an offset outside the file.'),
   PATTERN_INVALID: code(EXIT.usage, 400, 'A match pattern (exclude, include or find glob) has invalid syntax.'),
+
+  // Backup and reader sessions (pbs-protocol §5, §6), local or over HTTP/2
+  BACKUP_SESSION_INVALID: code(EXIT.usage, 400, 'A backup session request is invalid: unknown or closed writer, wrong offset, size, digest or checksum, unknown chunk, or a call after finish.'),
+  BACKUP_OWNER_MISMATCH: code(EXIT.denied, 400, 'The backup group belongs to another user or token (backup owner check failed).'),
+  BACKUP_TIME_NOT_NEWER: code(EXIT.conflict, 400, 'The backup time is not newer than the last backup of the group.'),
+  NO_PREVIOUS_BACKUP: code(EXIT.notFound, 400, 'The backup group has no valid previous snapshot to reuse.'),
+  CHUNK_NOT_ALLOWED: code(EXIT.denied, 401, 'A chunk was requested that no index downloaded in this reader session references.'),
 } as const satisfies Record<string, ErrorCodeInfo>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
