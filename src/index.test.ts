@@ -1,4 +1,7 @@
 import { describe, expect, it } from 'vitest';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { makeStore } from '../test/helpers/store-fixture.js';
 import * as burrow from './index.js';
 
@@ -43,9 +46,6 @@ describe('the README library example', () => {
 
 describe('pxar through the public API', () => {
   it('archives a directory into memory and reads one file back by path', async () => {
-    const { mkdtempSync, writeFileSync, mkdirSync, rmSync } = await import('node:fs');
-    const { tmpdir } = await import('node:os');
-    const { join } = await import('node:path');
     const dir = mkdtempSync(join(tmpdir(), 'burrow-lib-pxar-'));
     try {
       mkdirSync(join(dir, 'etc'));
