@@ -568,6 +568,18 @@ describe('owners and locked creation', () => {
     );
   });
 
+  it('takes back a group directory it created but could not lock, so no ownerless group remains', async () => {
+    const g = group(ownNs, 'vm', 'racing');
+    // Someone (a removal in progress, another process) holds the lock of a group with no directory.
+    const holder = await store.lockGroup(g, true);
+    await expectCode(store.createLockedBackupGroup(g, ROOT_PAM), 'LOCKED');
+    await expect(stat(store.groupPath(g))).rejects.toMatchObject({ code: 'ENOENT' });
+    await holder.release();
+    const created = await store.createLockedBackupGroup(g, ROOT_PAM);
+    expect(created.owner).toEqual(ROOT_PAM);
+    await created.guard.release();
+  });
+
   it('lets a user write to its token’s group, not the reverse', async () => {
     const tokenGroup = group(ownNs, 'ct', 'tok');
     const created = await store.createLockedBackupGroup(tokenGroup, ROOT_TOKEN);

@@ -967,7 +967,15 @@ export class DataStore {
       if (errnoOf(error) !== 'EEXIST') throw fsError(error, 'create backup group', path);
       created = false;
     }
-    const guard = await this.lockGroup(checked, true);
+    let guard: LockGuard;
+    try {
+      guard = await this.lockGroup(checked, true);
+    } catch (error) {
+      // A group we just made but could not lock would be left without an owner file, and every
+      // later session on it would fail reading the owner: take the empty directory back.
+      if (created) await rmdir(path).catch(() => undefined);
+      throw error;
+    }
     try {
       if (created) await this.setOwner(checked, owner, false);
       const actual = await this.getOwner(checked);
