@@ -296,7 +296,7 @@ static napi_value init(napi_env env, napi_value exports) {
   CHECK(burrow_register_fsmeta(env, exports));
   CHECK(burrow_register_buzhash(env, exports));
   /* Let the TS side check it loaded the build it expects; bump with EXPECTED_ABI in native-fs.ts. */
-  napi_value version = burrow_make_int(env, 2);
+  napi_value version = burrow_make_int(env, 3);
   if (version == NULL) return NULL;
   CHECK(napi_set_named_property(env, exports, "abiVersion", version));
   return exports;

@@ -7,6 +7,8 @@
  *   setFsFlags(fd, flags) / setProjectId(fd, projid) -> errno
  *   mknod(path, mode, major, minor)  -> errno
  *   setTimesNs(path, asec, ansec, msec, mnsec, follow) -> errno
+ *   seekData(fd, offset) / seekHole(fd, offset) -> offset >= 0 | -errno (lseek SEEK_DATA/SEEK_HOLE)
+ *   blockDeviceSize(fd)              -> bytes >= 0 | -errno (ioctl BLKGETSIZE64)
  * None of them follows a symlink unless asked (setTimesNs with follow = true): an archiver must
  * record and restore the link itself.
  */
@@ -203,6 +205,42 @@ static napi_value set_times_ns(napi_env env, napi_callback_info info) {
   return burrow_make_int(env, err);
 }
 
+/*
+ * Sparse files: where the next data region or hole starts, so an image reader skips holes
+ * without reading zeros. lseek moves the fd's file position; callers use positional reads.
+ */
+static napi_value seek_whence(napi_env env, napi_callback_info info, int whence) {
+  napi_value argv[2];
+  int fd;
+  int64_t offset;
+  if (!burrow_get_args(env, info, 2, argv) || !burrow_get_fd(env, argv[0], &fd) ||
+      !burrow_get_int64(env, argv[1], &offset))
+    return NULL;
+  if (offset < 0) return burrow_make_int64(env, -(int64_t)EINVAL);
+  off_t rc = lseek(fd, (off_t)offset, whence);
+  if (rc < 0) return burrow_make_int64(env, -(int64_t)errno);
+  return burrow_make_int64(env, (int64_t)rc);
+}
+
+static napi_value seek_data(napi_env env, napi_callback_info info) {
+  return seek_whence(env, info, SEEK_DATA);
+}
+
+static napi_value seek_hole(napi_env env, napi_callback_info info) {
+  return seek_whence(env, info, SEEK_HOLE);
+}
+
+/* fstat reports size 0 for block devices; the kernel knows the real one. */
+static napi_value block_device_size(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int fd;
+  uint64_t size = 0;
+  if (!burrow_get_args(env, info, 1, argv) || !burrow_get_fd(env, argv[0], &fd)) return NULL;
+  if (ioctl(fd, BLKGETSIZE64, &size) < 0) return burrow_make_int64(env, -(int64_t)errno);
+  if (size > (uint64_t)INT64_MAX) return burrow_make_int64(env, -(int64_t)EOVERFLOW);
+  return burrow_make_int64(env, (int64_t)size);
+}
+
 napi_status burrow_register_fsmeta(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"lListXattr", NULL, l_list_xattr, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -214,6 +252,9 @@ napi_status burrow_register_fsmeta(napi_env env, napi_value exports) {
       {"setProjectId", NULL, set_project_id, NULL, NULL, NULL, napi_enumerable, NULL},
       {"mknod", NULL, do_mknod, NULL, NULL, NULL, napi_enumerable, NULL},
       {"setTimesNs", NULL, set_times_ns, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"seekData", NULL, seek_data, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"seekHole", NULL, seek_hole, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"blockDeviceSize", NULL, block_device_size, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   return napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
 }

@@ -1,8 +1,19 @@
 #!/usr/bin/env node
 /** `burrow`: the client CLI, mirroring proxmox-backup-client (and proxmox-backup-debug under `debug`). */
 import { Command } from 'commander';
+import { registerClientOptions } from './client-context.js';
+import { registerBackupCommand } from './commands/backup.js';
+import { registerBenchmarkCommand } from './commands/benchmark.js';
+import { registerCatalogCommands } from './commands/catalog.js';
+import { registerClientPruneCommand } from './commands/client-prune.js';
 import { registerDebugCommands } from './commands/debug-inspect.js';
+import { registerGarbageCollectCommand } from './commands/garbage-collect.js';
+import { registerKeyCommands } from './commands/key.js';
+import { registerListCommand } from './commands/list.js';
 import { registerPxarCommands } from './commands/pxar.js';
+import { registerRestoreCommand } from './commands/restore.js';
+import { registerClientSnapshotCommands } from './commands/snapshot-client.js';
+import { registerStatusCommand } from './commands/status.js';
 import { configureProgram, runProgram } from './run.js';
 import { BURROW_VERSION } from './version.js';
 
@@ -10,6 +21,17 @@ export function buildBurrowProgram(): Command {
   const program = configureProgram(new Command('burrow'))
     .description('Burrow backup client (compatible with Proxmox Backup Server)')
     .version(BURROW_VERSION);
+  registerClientOptions(program);
+  registerBackupCommand(program);
+  registerRestoreCommand(program);
+  registerListCommand(program);
+  registerClientSnapshotCommands(program);
+  registerCatalogCommands(program);
+  registerClientPruneCommand(program);
+  registerGarbageCollectCommand(program);
+  registerStatusCommand(program);
+  registerKeyCommands(program);
+  registerBenchmarkCommand(program);
   registerPxarCommands(program);
   registerDebugCommands(program);
   return program;

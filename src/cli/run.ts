@@ -65,6 +65,12 @@ export async function runProgram(
   argv: readonly string[] = process.argv,
 ): Promise<never> {
   let status: number;
+  // A reader that goes away (`burrow pxar list x | head`) must not crash a command with an
+  // unhandled 'error' event, nor stop a backup half way: later writes are simply dropped.
+  for (const stream of [process.stdout, process.stderr])
+    stream.on('error', (error: NodeJS.ErrnoException) => {
+      if (error.code !== 'EPIPE') throw error;
+    });
   try {
     await program.parseAsync(argv);
     status = EXIT.ok;

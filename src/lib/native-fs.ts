@@ -20,6 +20,8 @@
  *   processes cannot see is no lock), so they throw BurrowError('NATIVE_UNAVAILABLE').
  * - setTimesNs: lutimes/utimes with a double, about a microsecond of precision.
  * - xattrs, chattr flags, project ids, mknod: NATIVE_UNAVAILABLE (no Node equivalent).
+ * - seekData / seekHole / blockDeviceSize: NATIVE_UNAVAILABLE; sparseSeekAvailable() tells the
+ *   image reader to read holes as data and to take a block device's size from sysfs instead.
  * - the chunker's scan: its TypeScript loop (nativeBuzhashScan() returns undefined).
  * nativeAvailable() says which path is in use.
  */
@@ -55,13 +57,18 @@ interface NativeBinding {
     mtimeNanos: number,
     follow: boolean,
   ): number;
+  /** lseek SEEK_DATA / SEEK_HOLE: the offset (>= 0) or -errno. */
+  seekData(fd: number, offset: number): number;
+  seekHole(fd: number, offset: number): number;
+  /** ioctl BLKGETSIZE64: bytes (>= 0) or -errno. */
+  blockDeviceSize(fd: number): number;
   /** See native/buzhash.c: index just after the cut, or -1. */
   buzhashScan(this: void, state: Int32Array, data: Uint8Array, start: number): number;
   buzhashKernel(mode?: boolean): string;
 }
 
 /** Bumped together with the `abiVersion` export of native/burrow_fs.c; a stale build is not used. */
-const EXPECTED_ABI = 2;
+const EXPECTED_ABI = 3;
 
 // This file sits two levels below the package root both as src/lib/native-fs.ts (tsx, vitest)
 // and as dist/lib/native-fs.js, so one relative path finds the node-gyp output from either.
@@ -437,6 +444,65 @@ export function setTimesNs(
       },
     );
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sparse files and block devices, for image backups: holes are found without reading them, and a
+// block device's size comes from the kernel (fstat reports 0 for it). Without the addon the
+// callers read everything and take a block device's size from sysfs.
+// ---------------------------------------------------------------------------------------------
+
+const ENXIO = 6;
+
+/** True when seekData/seekHole/blockDeviceSize can run (the addon is loaded). */
+export function sparseSeekAvailable(): boolean {
+  return binding !== undefined;
+}
+
+function checkOffset(offset: number, fn: string): void {
+  if (!Number.isSafeInteger(offset) || offset < 0) {
+    throw new BurrowError(
+      'INVALID_ARGUMENT',
+      `${fn}: offset must be a non-negative safe integer, got ${String(offset)}`,
+      { details: { offset } },
+    );
+  }
+}
+
+function seek(fd: number, offset: number, which: 'SEEK_DATA' | 'SEEK_HOLE'): number | undefined {
+  const fn = which === 'SEEK_DATA' ? 'seekData' : 'seekHole';
+  checkFd(fd, fn);
+  checkOffset(offset, fn);
+  const native = requireBinding(`lseek(${which})`);
+  const result = which === 'SEEK_DATA' ? native.seekData(fd, offset) : native.seekHole(fd, offset);
+  if (result >= 0) return result;
+  if (-result === ENXIO) return undefined;
+  throw ioError(`lseek(${which})`, -result, { fd, offset });
+}
+
+/**
+ * lseek(fd, offset, SEEK_DATA): the start of the first data byte at or after `offset`, or
+ * undefined when there is none (only a hole up to the end, or `offset` at/after the end).
+ * File systems without hole tracking report all of the file as data. Moves the fd's position.
+ */
+export function seekData(fd: number, offset: number): number | undefined {
+  return seek(fd, offset, 'SEEK_DATA');
+}
+
+/**
+ * lseek(fd, offset, SEEK_HOLE): the start of the first hole at or after `offset` (the end of the
+ * file counts as one), or undefined when `offset` is at/after the end. Moves the fd's position.
+ */
+export function seekHole(fd: number, offset: number): number | undefined {
+  return seek(fd, offset, 'SEEK_HOLE');
+}
+
+/** ioctl(fd, BLKGETSIZE64): the size in bytes of the block device open as `fd`. */
+export function blockDeviceSize(fd: number): number {
+  checkFd(fd, 'blockDeviceSize');
+  const result = requireBinding('ioctl(BLKGETSIZE64)').blockDeviceSize(fd);
+  if (result < 0) throw ioError('ioctl(BLKGETSIZE64)', -result, { fd });
+  return result;
 }
 
 /**

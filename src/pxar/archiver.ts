@@ -100,8 +100,25 @@ export interface ArchiveOptions {
   noDevices?: boolean;
   noFifos?: boolean;
   noSockets?: boolean;
+  /**
+   * Split archives only (metadata change detection, pbs-protocol §9.4): asked for each regular
+   * file (not for hardlinks to an earlier one) after its metadata is read and before its contents
+   * are. A payload offset means "reuse": the callback has made sure the payload stream holds the
+   * file's PAYLOAD item at that offset (by injecting old chunks and advancing the encoder's
+   * payload position), so the file becomes a PAYLOAD_REF (encoder.addPayloadRef) and is not
+   * read. undefined: the file is read and encoded as usual.
+   */
+  reusePayload?: (file: ReusableFile) => number | undefined | Promise<number | undefined>;
   /** For tests only: called between a file's stat and the reading of its contents. */
   beforeFileRead?: (path: string) => void | Promise<void>;
+}
+
+/** A regular file offered to ArchiveOptions.reusePayload. */
+export interface ReusableFile {
+  /** Relative to the archive root, components joined by '/'. */
+  readonly path: Uint8Array;
+  readonly metadata: Metadata;
+  readonly size: number;
 }
 
 export interface ArchiveStats {
@@ -492,6 +509,16 @@ class Walker {
       const metadata = this.reader.read(entry.path, opened, handle.fd);
       const size = Number(opened.size);
       this.options.catalog?.addFile(entry.name, size, metadata.stat.mtime.secs);
+      const reuse =
+        this.options.reusePayload !== undefined && this.encoder.formatVersion === 2
+          ? await this.options.reusePayload({ path: entry.rel, metadata, size })
+          : undefined;
+      if (reuse !== undefined) {
+        const offset = await this.encoder.addPayloadRef(entry.name, metadata, size, reuse);
+        this.counts.file++;
+        if (linkKey !== undefined) this.hardlinks.set(linkKey, { path: entry.rel, offset });
+        return;
+      }
       await this.options.beforeFileRead?.(displayPath(entry.path));
       const reading = { changed: false };
       const offset = await this.encoder.addFile(

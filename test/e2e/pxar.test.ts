@@ -18,6 +18,8 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import {
   lGetXattr,
@@ -225,6 +227,22 @@ describe('burrow pxar', () => {
     expect(overwritten.stderr).toBe('');
     expect(overwritten.status).toBe(EXIT.ok);
     expect(readFileSync(join(target, 'hello.txt'), 'utf8')).toBe('hello\n');
+  });
+
+  it('stops quietly when the reader of its output goes away (| head)', async () => {
+    const archive = join(base, 'piped.pxar');
+    expect((await runCli('burrow', ['pxar', 'create', archive, src])).status).toBe(EXIT.ok);
+    const root = fileURLToPath(new URL('../..', import.meta.url));
+    const piped = spawnSync(
+      'sh',
+      [
+        '-c',
+        `"${process.execPath}" --import tsx src/cli/burrow.ts pxar list -v "${archive}" | head -c 1`,
+      ],
+      { cwd: root, encoding: 'utf8' },
+    );
+    expect(piped.stdout).toBe('d');
+    expect(piped.stderr).toBe('');
   });
 
   it('reports a truncated archive with its offset and a non-zero exit status', async () => {

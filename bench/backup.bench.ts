@@ -1,0 +1,252 @@
+/**
+ * `npm run bench:backup [-- --scale F] [--mode legacy|data|metadata] [--keep]`: Burrow's client on
+ * the shared benchmark dataset (../shared/bench/gen-dataset.py), next to restic and borg when they
+ * are installed (`apt-get install restic borgbackup`), all in the same run on the same data:
+ *
+ *   1. first backup        2. unchanged second backup
+ *   3. backup after `gen-dataset.py mutate`                 4. full restore of the last backup
+ *
+ * For each step it prints wall time, MB/s of the dataset's apparent size, CPU time (user + sys of
+ * the process and its children, from GNU time), peak RSS, and the repository size after the step;
+ * then the ratios of restic's and borg's figures to Burrow's. Every tool runs without encryption
+ * and with its default compression (Burrow: zstd 1; restic: auto; borg: lz4), single process.
+ */
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const GEN = resolve(ROOT, '../shared/bench/gen-dataset.py');
+
+function arg(name: string, fallback: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1]! : fallback;
+}
+const scale = arg('scale', '0.25');
+const mode = arg('mode', 'legacy');
+const keep = process.argv.includes('--keep');
+const work = arg('dir', join(tmpdir(), 'burrow-bench-backup'));
+
+interface Step {
+  wall: number;
+  cpu: number;
+  rssKiB: number;
+  repoBytes: number;
+}
+
+/** Runs a command under GNU time; returns wall seconds, CPU seconds and peak RSS. */
+function timed(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}): Omit<Step, 'repoBytes'> {
+  const timeFile = join(work, 'time.txt');
+  const run = spawnSync('/usr/bin/time', ['-o', timeFile, '-f', '%e %U %S %M', cmd, ...args], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'ignore', 'pipe'],
+    maxBuffer: 64 * 1024 * 1024,
+  });
+  if (run.status !== 0) {
+    throw new Error(
+      `${cmd} ${args.join(' ')} failed (${String(run.status)}): ${run.stderr.toString().slice(-2000)}`,
+    );
+  }
+  const [wall, user, sys, rss] = readFileSync(timeFile, 'utf8')
+    .trim()
+    .split('\n')
+    .pop()!
+    .split(' ')
+    .map(Number);
+  return { wall: wall!, cpu: user! + sys!, rssKiB: rss! };
+}
+
+function duBytes(path: string): number {
+  const out = spawnSync('du', ['-sb', path]).stdout.toString();
+  return Number(out.split('\t')[0]);
+}
+
+function have(cmd: string): boolean {
+  return spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
+}
+
+function sh(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}): void {
+  const r = spawnSync(cmd, args, {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  if (r.status !== 0)
+    throw new Error(`${cmd} ${args.join(' ')}: ${r.stderr.toString().slice(-2000)}`);
+}
+
+interface Tool {
+  name: string;
+  setup(): void;
+  backup(): Omit<Step, 'repoBytes'>;
+  restore(target: string): Omit<Step, 'repoBytes'>;
+  repo: string;
+}
+
+const data = join(work, 'data');
+const node = process.execPath;
+const burrowBin = join(ROOT, 'dist/cli/burrow.js');
+const managerBin = join(ROOT, 'dist/cli/burrow-manager.js');
+
+function burrowTool(): Tool {
+  const base = join(work, 'burrow');
+  const env = {
+    BURROW_CONFIG_DIR: join(base, 'etc'),
+    BURROW_RUN_DIR: join(base, 'run'),
+    BURROW_LOG_DIR: join(base, 'log'),
+  };
+  const repo = join(base, 'store');
+  let time = 1_700_000_000;
+  return {
+    name: 'burrow',
+    repo,
+    setup() {
+      sh(node, [managerBin, 'datastore', 'create', 'bench', repo], env);
+    },
+    backup() {
+      time += 3600;
+      return timed(
+        node,
+        [
+          burrowBin,
+          'backup',
+          `root.pxar:${data}`,
+          '--repository',
+          'bench',
+          '--backup-id',
+          'bench',
+          '--backup-time',
+          String(time),
+          '--change-detection-mode',
+          mode,
+        ],
+        env,
+      );
+    },
+    restore(target) {
+      const snapshot = `host/bench/${new Date(time * 1000).toISOString().replace(/\.\d{3}Z$/, 'Z')}`;
+      return timed(
+        node,
+        [burrowBin, 'restore', snapshot, 'root.pxar', target, '--repository', 'bench'],
+        env,
+      );
+    },
+  };
+}
+
+function resticTool(): Tool {
+  const repo = join(work, 'restic');
+  const env = { RESTIC_PASSWORD: 'bench', RESTIC_CACHE_DIR: join(work, 'restic-cache') };
+  return {
+    name: 'restic',
+    repo,
+    setup() {
+      sh('restic', ['init', '--repo', repo], env);
+    },
+    backup() {
+      return timed('restic', ['backup', '--repo', repo, '--quiet', data], env);
+    },
+    restore(target) {
+      return timed(
+        'restic',
+        ['restore', 'latest', '--repo', repo, '--target', target, '--quiet'],
+        env,
+      );
+    },
+  };
+}
+
+function borgTool(): Tool {
+  const repo = join(work, 'borg');
+  const env = {
+    BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK: 'yes',
+    BORG_BASE_DIR: join(work, 'borg-base'),
+  };
+  let n = 0;
+  return {
+    name: 'borg',
+    repo,
+    setup() {
+      sh('borg', ['init', '--encryption', 'none', repo], env);
+    },
+    backup() {
+      n++;
+      return timed('borg', ['create', `${repo}::b${n}`, data], env);
+    },
+    restore(target) {
+      mkdirSync(target, { recursive: true });
+      // borg extracts relative to the working directory.
+      return timed('sh', ['-c', `cd ${target} && borg extract ${repo}::b${n}`], env);
+    },
+  };
+}
+
+const STEPS = ['first backup', 'unchanged backup', 'after mutate', 'full restore'] as const;
+
+function main(): void {
+  if (!existsSync(burrowBin)) throw new Error('run `npm run build` first (dist/ is missing)');
+  rmSync(work, { recursive: true, force: true });
+  mkdirSync(work, { recursive: true });
+  console.log(`dataset: gen-dataset.py --scale ${scale} into ${data}`);
+  sh('python3', [GEN, 'gen', '--scale', scale, data]);
+  const apparent = Number(
+    spawnSync('du', ['-sb', '--apparent-size', data]).stdout.toString().split('\t')[0],
+  );
+  console.log(
+    `dataset size ${(apparent / 2 ** 20).toFixed(1)} MiB apparent; burrow mode ${mode}\n`,
+  );
+
+  const tools = [
+    burrowTool(),
+    ...(have('restic') ? [resticTool()] : []),
+    ...(have('borg') ? [borgTool()] : []),
+  ];
+  if (tools.length === 1)
+    console.log(
+      'restic and borg are not installed: no comparison (apt-get install restic borgbackup)\n',
+    );
+  const results = new Map<string, Step[]>();
+  for (const tool of tools) tool.setup();
+
+  // Every tool does step 1 and 2 on the base data, then the data is mutated once for all.
+  for (const tool of tools) {
+    const steps: Step[] = [];
+    for (let i = 0; i < 2; i++) steps.push({ ...tool.backup(), repoBytes: duBytes(tool.repo) });
+    results.set(tool.name, steps);
+  }
+  sh('python3', [GEN, 'mutate', data]);
+  for (const tool of tools) {
+    const steps = results.get(tool.name)!;
+    steps.push({ ...tool.backup(), repoBytes: duBytes(tool.repo) });
+    const target = join(work, `restore-${tool.name}`);
+    steps.push({ ...tool.restore(target), repoBytes: duBytes(tool.repo) });
+    rmSync(target, { recursive: true, force: true });
+  }
+
+  const mbps = (s: Step): string => (apparent / 2 ** 20 / s.wall).toFixed(1);
+  for (const tool of tools) {
+    console.log(`${tool.name}`);
+    console.log(
+      `  ${'step'.padEnd(18)}${'wall s'.padStart(9)}${'MB/s'.padStart(9)}${'cpu s'.padStart(9)}${'peak RSS MiB'.padStart(14)}${'repo MiB'.padStart(11)}`,
+    );
+    results.get(tool.name)!.forEach((s, i) => {
+      console.log(
+        `  ${STEPS[i]!.padEnd(18)}${s.wall.toFixed(2).padStart(9)}${mbps(s).padStart(9)}${s.cpu.toFixed(2).padStart(9)}${(s.rssKiB / 1024).toFixed(0).padStart(14)}${(s.repoBytes / 2 ** 20).toFixed(1).padStart(11)}`,
+      );
+    });
+  }
+  const ours = results.get('burrow')!;
+  for (const tool of tools.slice(1)) {
+    console.log(`\n${tool.name} / burrow (above 1.00: burrow is faster or smaller)`);
+    results.get(tool.name)!.forEach((s, i) => {
+      const o = ours[i]!;
+      console.log(
+        `  ${STEPS[i]!.padEnd(18)} wall ${(s.wall / o.wall).toFixed(2)}  cpu ${(s.cpu / o.cpu).toFixed(2)}  repo ${(s.repoBytes / o.repoBytes).toFixed(2)}`,
+      );
+    });
+  }
+  if (!keep) rmSync(work, { recursive: true, force: true });
+}
+
+main();

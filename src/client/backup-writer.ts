@@ -1,0 +1,50 @@
+/**
+ * The client's view of a repository: one backup session to write a snapshot, one reader session
+ * to read one. Local mode implements them over the datastore's BackupSession / ReaderSession
+ * (local-repository.ts); remote mode will implement them over the PBS HTTP/2 protocols. Both carry
+ * the same semantics (pbs-protocol §5.3, §5.4, §6), so the backup and restore code above them does
+ * not know which transport it talks to.
+ */
+import type { BackupDir } from '../types/backup.js';
+
+export type IndexKind = 'dynamic' | 'fixed';
+
+export interface BackupWriter {
+  readonly snapshot: BackupDir;
+  previousBackupTime(): Promise<number | undefined>;
+  /** undefined when there is no previous snapshot or it lacks the file (NO_PREVIOUS_BACKUP / NOT_FOUND mapped to undefined). */
+  downloadPrevious(archiveName: string): Promise<Uint8Array | undefined>;
+  createIndex(kind: IndexKind, archiveName: string, size?: number): Promise<number>;
+  uploadChunk(
+    wid: number,
+    kind: IndexKind,
+    digest: Uint8Array,
+    size: number,
+    encoded: Uint8Array,
+  ): Promise<void>;
+  appendIndex(
+    wid: number,
+    kind: IndexKind,
+    digests: readonly Uint8Array[],
+    offsets: readonly number[],
+  ): Promise<void>;
+  closeIndex(
+    wid: number,
+    kind: IndexKind,
+    chunkCount: number,
+    size: number,
+    csum: Uint8Array,
+  ): Promise<void>;
+  uploadBlob(fileName: string, encoded: Uint8Array): Promise<void>;
+  finish(): Promise<void>;
+  /** Always call (finally): removes an unfinished snapshot, releases locks. */
+  close(): Promise<void>;
+}
+
+export interface BackupReader {
+  readonly snapshot: BackupDir;
+  download(fileName: string): Promise<Uint8Array>;
+  /** The raw stored DataBlob of a chunk. */
+  chunk(digest: Uint8Array): Promise<Uint8Array>;
+  close(): Promise<void>;
+}

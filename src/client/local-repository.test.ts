@@ -1,0 +1,237 @@
+import { createCipheriv, createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { rejectionCodeOf } from '../../test/helpers/error-code.js';
+import { type StoreFixture, makeStore } from '../../test/helpers/store-fixture.js';
+import { splitIntoChunks } from '../chunker/buzhash.js';
+import { CryptConfig } from '../crypto/crypt-config.js';
+import type { DataStore } from '../datastore/datastore.js';
+import { decodeBlob, encodeBlob } from '../format/data-blob.js';
+import { DynamicIndex } from '../format/dynamic-index.js';
+import { FixedIndex } from '../format/fixed-index.js';
+import type { FileInfo } from '../format/manifest.js';
+import {
+  MANIFEST_BLOB_NAME,
+  indexFileInfo,
+  newManifest,
+  parseManifest,
+  serializeManifestBytes,
+} from '../format/manifest.js';
+import { toHex } from '../lib/bytes.js';
+import { parseAuthid } from '../types/auth.js';
+import type { BackupGroup } from '../types/backup.js';
+import { ROOT_NAMESPACE, backupGroup } from '../types/backup.js';
+import type { BackupReader, BackupWriter } from './backup-writer.js';
+import { ChunkWorkerPool, uploadChunks, uploadFixed } from './chunk-pipeline.js';
+import { openLocalBackupReader, openLocalBackupWriter } from './local-repository.js';
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+const FIXED = 4 * MiB;
+const ROOT = parseAuthid('root@pam');
+const ZERO_DIGEST_HEX = 'bb9f8df61474d25e71fa00722318cd387396ca1736605e1248821cc0de3d3af8';
+const SPEC_ENC_KEY = Buffer.from(
+  '28cdb1a3bef39396c3860e00d448fe7a0efd8244486ab6feb30457681d31597e',
+  'hex',
+);
+
+let fx: StoreFixture;
+let store: DataStore;
+let pool: ChunkWorkerPool;
+
+beforeAll(async () => {
+  fx = await makeStore({ name: 'uploadstore' });
+  store = fx.store;
+  pool = ChunkWorkerPool.create(2);
+});
+
+afterAll(async () => {
+  await pool?.close();
+  await fx?.cleanup();
+});
+
+let groupSeq = 0;
+const nextGroup = (): BackupGroup => backupGroup(ROOT_NAMESPACE, 'host', `up${++groupSeq}`);
+
+function pseudoRandom(size: number, seed: number): Uint8Array {
+  const key = Buffer.alloc(32);
+  key.writeUInt32LE(seed, 0);
+  const cipher = createCipheriv('aes-256-ctr', key, Buffer.alloc(16));
+  return new Uint8Array(Buffer.concat([cipher.update(Buffer.alloc(size)), cipher.final()]));
+}
+
+const sha256 = (d: Uint8Array): string => createHash('sha256').update(d).digest('hex');
+
+function open(group: BackupGroup, time: number): Promise<BackupWriter> {
+  return openLocalBackupWriter(store, {
+    ns: group.ns,
+    group,
+    backupTime: time,
+    authId: ROOT,
+  });
+}
+
+/** Upload the manifest (required before finish), finish and close. */
+async function finishWith(writer: BackupWriter, files: FileInfo[]): Promise<void> {
+  const snap = writer.snapshot;
+  const manifest = newManifest(snap.group.type, snap.group.id, snap.time);
+  manifest.files.push(...files);
+  await writer.uploadBlob(MANIFEST_BLOB_NAME, encodeBlob(serializeManifestBytes(manifest)));
+  await writer.finish();
+}
+
+/** Every chunk of a dynamic index read back through the reader, decoded and concatenated. */
+async function restoreDynamic(
+  reader: BackupReader,
+  name: string,
+  crypt?: CryptConfig,
+): Promise<Uint8Array> {
+  const index = DynamicIndex.parse(await reader.download(name));
+  const parts: Uint8Array[] = [];
+  for (let i = 0; i < index.count; i++) {
+    const digest = index.digest(i);
+    parts.push(decodeBlob(await reader.chunk(digest), { crypt, expectedDigest: digest }));
+  }
+  return Buffer.concat(parts);
+}
+
+describe('local BackupWriter/BackupReader with the chunk pipeline', () => {
+  it('backs up a stream, reads it back, and reuses the previous snapshot’s chunks', async () => {
+    const group = nextGroup();
+    const data = pseudoRandom(2 * MiB, 1);
+    const chunks = [...splitIntoChunks([data], 64 * KiB)];
+
+    // First backup: no previous snapshot.
+    const w1 = await open(group, 100);
+    let r1;
+    try {
+      expect(await w1.previousBackupTime()).toBeUndefined();
+      expect(await w1.downloadPrevious('data.pxar.didx')).toBeUndefined();
+      const wid = await w1.createIndex('dynamic', 'data.pxar.didx');
+      r1 = await uploadChunks(
+        chunks.map((c) => c.slice()),
+        { writer: w1, wid, kind: 'dynamic', known: new Set(), pool },
+      );
+      expect(r1).toMatchObject({
+        size: data.byteLength,
+        chunkCount: chunks.length,
+        reusedChunks: 0,
+      });
+      await finishWith(w1, [indexFileInfo('data.pxar.didx', r1, 'none')]);
+    } finally {
+      await w1.close();
+    }
+
+    const reader = await openLocalBackupReader(store, w1.snapshot);
+    try {
+      const raw = await reader.download('data.pxar.didx');
+      const index = DynamicIndex.parse(raw);
+      expect(toHex(index.indexCsum)).toBe(toHex(r1.csum));
+      expect(index.size).toBe(data.byteLength);
+      expect(sha256(await restoreDynamic(reader, 'data.pxar.didx'))).toBe(sha256(data));
+      const manifest = parseManifest(decodeBlob(await reader.download(MANIFEST_BLOB_NAME)));
+      expect(manifest.files.map((f) => f.filename)).toEqual(['data.pxar.didx']);
+    } finally {
+      await reader.close();
+    }
+
+    // Second backup of slightly changed data: only the chunks around the change are new.
+    const changed = data.slice();
+    changed.fill(0x55, MiB, MiB + 100);
+    const changedChunks = [...splitIntoChunks([changed], 64 * KiB)];
+    const w2 = await open(group, 200);
+    let r2;
+    try {
+      expect(await w2.previousBackupTime()).toBe(100);
+      expect(await w2.downloadPrevious('other.pxar.didx')).toBeUndefined();
+      const previous = DynamicIndex.parse((await w2.downloadPrevious('data.pxar.didx'))!);
+      const known = new Set<string>();
+      for (let i = 0; i < previous.count; i++) known.add(toHex(previous.digest(i)));
+      const wid = await w2.createIndex('dynamic', 'data.pxar.didx');
+      r2 = await uploadChunks(
+        changedChunks.map((c) => c.slice()),
+        { writer: w2, wid, kind: 'dynamic', known, pool },
+      );
+      expect(r2.uploadedChunks).toBeGreaterThan(0);
+      expect(r2.uploadedChunks).toBeLessThanOrEqual(3);
+      expect(r2.reusedChunks).toBe(changedChunks.length - r2.uploadedChunks);
+      await finishWith(w2, [indexFileInfo('data.pxar.didx', r2, 'none')]);
+    } finally {
+      await w2.close();
+    }
+    const reader2 = await openLocalBackupReader(store, w2.snapshot);
+    try {
+      expect(sha256(await restoreDynamic(reader2, 'data.pxar.didx'))).toBe(sha256(changed));
+      // Chunks of an index not downloaded in this reader session are refused (§6).
+      expect(await rejectionCodeOf(reader2.chunk(new Uint8Array(32)))).toBe('CHUNK_NOT_ALLOWED');
+    } finally {
+      await reader2.close();
+    }
+  });
+
+  it('backs up an encrypted image with zero chunks into a fixed index', async () => {
+    const group = nextGroup();
+    const crypt = new CryptConfig(SPEC_ENC_KEY);
+    const image = [new Uint8Array(FIXED), pseudoRandom(FIXED, 2), new Uint8Array(FIXED)];
+    const tail = pseudoRandom(5000, 3);
+    image.push(tail);
+    const size = 3 * FIXED + tail.byteLength;
+    const w = await open(group, 100);
+    let result;
+    try {
+      const wid = await w.createIndex('fixed', 'disk.img.fidx', size);
+      result = await uploadFixed(
+        image.map((c) => c.slice()),
+        { writer: w, wid, known: new Set(), pool, crypt },
+      );
+      expect(result).toMatchObject({ size, chunkCount: 4, zeroChunks: 2, uploadedChunks: 3 });
+      await finishWith(w, [indexFileInfo('disk.img.fidx', result, 'encrypt')]);
+    } finally {
+      await w.close();
+    }
+    const reader = await openLocalBackupReader(store, w.snapshot);
+    try {
+      const index = FixedIndex.parse(await reader.download('disk.img.fidx'));
+      expect(index.size).toBe(size);
+      expect(toHex(index.indexCsum)).toBe(toHex(result.csum));
+      const digests = Array.from({ length: index.count }, (_, i) => index.digest(i));
+      // Encrypted: the zero chunk's digest is keyed, not the plain constant.
+      expect(toHex(digests[0]!)).not.toBe(ZERO_DIGEST_HEX);
+      expect(toHex(digests[2]!)).toBe(toHex(digests[0]!));
+      const restoredBlob = await reader.chunk(digests[1]!);
+      const restored: Uint8Array[] = [];
+      for (const digest of digests) {
+        restored.push(decodeBlob(await reader.chunk(digest), { crypt, expectedDigest: digest }));
+      }
+      expect(sha256(Buffer.concat(restored))).toBe(sha256(Buffer.concat(image)));
+      // Without the key the stored chunks cannot be read.
+      expect(() => decodeBlob(restoredBlob)).toThrow(/encrypted/);
+    } finally {
+      await reader.close();
+    }
+  });
+
+  it('a failed upload leaves no snapshot behind once the writer is closed', async () => {
+    const group = nextGroup();
+    const w = await open(group, 100);
+    try {
+      const wid = await w.createIndex('dynamic', 'x.pxar.didx');
+      // A writer id that does not exist: the session's own error comes through the pipeline.
+      const promise = uploadChunks([pseudoRandom(1000, 4)], {
+        writer: w,
+        wid: wid + 1,
+        kind: 'dynamic',
+        known: new Set(),
+        pool,
+      });
+      expect(await rejectionCodeOf(promise)).toBe('BACKUP_SESSION_INVALID');
+      expect(await rejectionCodeOf(w.createIndex('dynamic', 'y.pxar.didx', 5))).toBe(
+        'INVALID_ARGUMENT',
+      );
+    } finally {
+      await w.close();
+    }
+    expect(existsSync(store.snapshotPath(w.snapshot))).toBe(false);
+    expect(pool.pendingJobs).toBe(0);
+  });
+});

@@ -1,0 +1,138 @@
+import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { codeOf, rejectionCodeOf } from '../../test/helpers/error-code.js';
+import { CryptConfig } from '../crypto/crypt-config.js';
+import { blobKindOf, decodeBlob } from '../format/data-blob.js';
+import { MAX_BLOB_SIZE } from '../format/magic.js';
+import { fromHex, toHex } from '../lib/bytes.js';
+import { ChunkWorkerPool } from './worker-pool.js';
+
+const run = promisify(execFile);
+const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
+
+const sha256 = (d: Uint8Array): string => createHash('sha256').update(d).digest('hex');
+/** pbs-protocol §11 vectors #5 (key, id key), #6 and #7 (`hello world` digests). */
+const SPEC_ENC_KEY = fromHex('28cdb1a3bef39396c3860e00d448fe7a0efd8244486ab6feb30457681d31597e');
+const HELLO = new TextEncoder().encode('hello world');
+const HELLO_PLAIN_DIGEST = 'b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9';
+const HELLO_KEYED_DIGEST = 'e42969791f6be2979d8edfb1b9c16f480285a05238251e749a377cf215508034';
+
+let pool: ChunkWorkerPool;
+beforeAll(() => {
+  pool = ChunkWorkerPool.create(2);
+});
+afterAll(async () => {
+  await pool.close();
+});
+
+describe('ChunkWorkerPool', () => {
+  it('digests and encodes in a worker (spec vectors #6, #7)', async () => {
+    const plain = await pool.process(HELLO, undefined, false);
+    expect(toHex(plain.digest)).toBe(HELLO_PLAIN_DIGEST);
+    // Vector #7: the plain blob of `hello world`, byte for byte.
+    expect(toHex(plain.encoded)).toBe('42ab3807be8370a185114a0d68656c6c6f20776f726c64');
+
+    const crypt = new CryptConfig(SPEC_ENC_KEY);
+    const enc = await pool.process(HELLO, crypt);
+    expect(toHex(enc.digest)).toBe(HELLO_KEYED_DIGEST);
+    expect(blobKindOf(enc.encoded)).toBe('encrypted');
+    expect(new TextDecoder().decode(decodeBlob(enc.encoded, { crypt }))).toBe('hello world');
+    // The input stays usable: process() copies unless told to transfer.
+    expect(HELLO.byteLength).toBe(11);
+  });
+
+  it('spreads jobs over the workers and returns each result to its caller', async () => {
+    const inputs = Array.from({ length: 24 }, (_, i) => new Uint8Array(50_000 + i).fill(i));
+    const results = await Promise.all(inputs.map((d) => pool.process(d)));
+    results.forEach((r, i) => {
+      expect(toHex(r.digest)).toBe(sha256(inputs[i]!));
+      expect(decodeBlob(r.encoded).byteLength).toBe(inputs[i]!.byteLength);
+    });
+    expect(pool.pendingJobs).toBe(0);
+  });
+
+  it('two-step jobs: digest first, then encode or drop', async () => {
+    const a = new Uint8Array(10_000).fill(1);
+    const b = new Uint8Array(10_000).fill(2);
+    const ja = pool.submit(a, { transfer: true });
+    const jb = pool.submit(b);
+    expect(a.byteLength).toBe(0); // moved to the worker
+    expect(b.byteLength).toBe(10_000); // copied
+    expect(sha256(b)).toBe(toHex(await jb.digest));
+    expect(toHex(await ja.digest)).toBe(sha256(new Uint8Array(10_000).fill(1)));
+    jb.drop();
+    const blob = await ja.encode();
+    expect(blobKindOf(blob)).toBe('zstd');
+    expect(decodeBlob(blob)).toEqual(new Uint8Array(10_000).fill(1));
+    ja.drop(); // harmless after encode
+    expect(pool.pendingJobs).toBe(0);
+  });
+
+  it('encode() before the digest is an INTERNAL error; a job error comes back typed', async () => {
+    const job = pool.submit(new Uint8Array(100));
+    expect(await rejectionCodeOf(job.encode())).toBe('INTERNAL');
+    await job.digest.catch(() => undefined);
+    job.drop();
+    // BLOB_TOO_LARGE is thrown inside the worker and rebuilt here with its code.
+    const huge = new Uint8Array(MAX_BLOB_SIZE + 1);
+    expect(await rejectionCodeOf(pool.encodeOnly(huge, { transfer: true }))).toBe('BLOB_TOO_LARGE');
+    expect(toHex((await pool.process(HELLO)).digest)).toBe(HELLO_PLAIN_DIGEST);
+  });
+
+  it('a crashed worker fails its jobs and is replaced', async () => {
+    const job = pool.submit(new Uint8Array(1000).fill(9));
+    await job.digest; // held by the first worker
+    pool.crashWorkerForTesting();
+    expect(await rejectionCodeOf(job.encode())).toBe('INTERNAL');
+    const results = await Promise.all(
+      Array.from({ length: 6 }, (_, i) => pool.process(new Uint8Array(1000).fill(i))),
+    );
+    expect(results.map((r) => toHex(r.digest))).toEqual(
+      Array.from({ length: 6 }, (_, i) => sha256(new Uint8Array(1000).fill(i))),
+    );
+    expect(pool.pendingJobs).toBe(0);
+  });
+
+  it('close() fails pending jobs, refuses new ones and is idempotent', async () => {
+    const p = ChunkWorkerPool.create(1);
+    const jobs = Array.from({ length: 5 }, () =>
+      rejectionCodeOf(p.process(new Uint8Array(1 << 20))),
+    );
+    await p.close();
+    expect(await Promise.all(jobs)).toEqual(Array(5).fill('INTERNAL'));
+    expect(p.closed).toBe(true);
+    expect(codeOf(() => p.submit(HELLO))).toBe('INTERNAL');
+    await p.close();
+  });
+
+  it('refuses bad thread counts', () => {
+    expect(codeOf(() => ChunkWorkerPool.create(0))).toBe('INVALID_ARGUMENT');
+    expect(codeOf(() => ChunkWorkerPool.create(1.5))).toBe('INVALID_ARGUMENT');
+  });
+});
+
+describe('ChunkWorkerPool in a plain process (node --import tsx)', () => {
+  // The script imports the TypeScript source: the worker must start from chunk-worker.ts, and an
+  // idle pool, closed or not, must not keep the process alive.
+  const script = (close: boolean): string => `
+    import { ChunkWorkerPool } from ${JSON.stringify(new URL('./worker-pool.ts', import.meta.url).href)};
+    const pool = ChunkWorkerPool.create(2);
+    const r = await pool.process(new TextEncoder().encode('hello world'), undefined, false);
+    console.log(Buffer.from(r.digest).toString('hex'));
+    ${close ? 'await pool.close();' : ''}
+  `;
+
+  for (const close of [true, false]) {
+    it(`runs and exits by itself (${close ? 'closed' : 'never closed'})`, async () => {
+      const { stdout } = await run(
+        process.execPath,
+        ['--import', 'tsx', '--input-type=module', '-e', script(close)],
+        { cwd: repoRoot, timeout: 30_000 },
+      );
+      expect(stdout.trim()).toBe(HELLO_PLAIN_DIGEST);
+    });
+  }
+});

@@ -1,0 +1,450 @@
+/**
+ * ChunkWorkerPool: a few worker threads (chunk-worker.ts) that digest, compress and encrypt chunks,
+ * so a backup keeps every core busy while the main thread reads, chunks and appends in order.
+ *
+ * - Each worker holds at most MAX_JOBS_PER_WORKER jobs; further jobs wait here in FIFO order and go
+ *   to the least loaded worker. Two per worker keep a worker busy while the main thread answers its
+ *   last digest, without letting one slow worker hoard a backlog.
+ * - Chunk memory is moved, not copied, when a chunk owns its whole ArrayBuffer and the caller lets
+ *   it go (`transfer`); a view into a bigger buffer is copied first, because moving would detach
+ *   the caller's other bytes (and structured clone would copy the whole buffer anyway).
+ * - Workers are unref'd while idle: a pool never keeps the process alive on its own, yet a pending
+ *   job does. A worker that dies fails its jobs (INTERNAL) and is replaced on the next job.
+ * - Source or compiled: see workerSpec().
+ */
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { availableParallelism } from 'node:os';
+import { pathToFileURL } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import type { CryptConfig } from '../crypto/crypt-config.js';
+import type { ErrorCode } from '../lib/errors.js';
+import { BurrowError, ERROR_CODES } from '../lib/errors.js';
+import type { FromWorker, JobWant, ToWorker, WorkerErrorData } from './chunk-worker.js';
+
+export const MAX_JOBS_PER_WORKER = 2;
+
+/** A chunk in the two-step protocol: the digest first, then encode() if the chunk is new, else drop(). */
+export interface ChunkJob {
+  readonly digest: Promise<Uint8Array>;
+  /** The DataBlob; call once, after the digest resolved. */
+  encode(): Promise<Uint8Array>;
+  /** Frees the chunk in the worker (a known chunk); harmless after encode() or a failure. */
+  drop(): void;
+}
+
+export interface JobOptions {
+  crypt?: CryptConfig | undefined;
+  /** zstd level 1 when that is smaller (default true). */
+  compress?: boolean;
+  /**
+   * Move the chunk's memory to the worker when it owns its whole ArrayBuffer; the caller's array
+   * is then detached (length 0). Default false: the chunk is copied and stays usable.
+   */
+  transfer?: boolean;
+}
+
+export interface ProcessedChunk {
+  digest: Uint8Array;
+  encoded: Uint8Array;
+}
+
+interface Deferred<T> {
+  promise: Promise<T>;
+  resolve(value: T): void;
+  reject(error: unknown): void;
+}
+
+const noop = (): void => {};
+
+function deferred<T>(): Deferred<T> {
+  let resolve!: (value: T) => void;
+  let reject!: (error: unknown) => void;
+  const promise = new Promise<T>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  // Callers may legitimately never await one side (a dropped job's encode); never an unhandled rejection.
+  promise.catch(noop);
+  return { promise, resolve, reject };
+}
+
+type JobState = 'queued' | 'digesting' | 'held' | 'encoding' | 'done';
+
+interface Job {
+  id: number;
+  want: JobWant;
+  /** Owned by the job (moved or copied at submit), sent with the job, then forgotten here. */
+  data: Uint8Array | undefined;
+  crypt: CryptConfig | undefined;
+  compress: boolean;
+  state: JobState;
+  worker: PoolWorker | undefined;
+  digest: Deferred<Uint8Array>;
+  encoded: Deferred<Uint8Array>;
+}
+
+interface PoolWorker {
+  worker: Worker;
+  jobs: Map<number, Job>;
+  keys: Set<number>;
+  dead: boolean;
+}
+
+function ownsBuffer(a: Uint8Array): boolean {
+  return (
+    a.buffer instanceof ArrayBuffer && a.byteOffset === 0 && a.byteLength === a.buffer.byteLength
+  );
+}
+
+/** A copy in its own ArrayBuffer, without zero-filling it first (Buffer#slice would be a view). */
+function ownedCopy(a: Uint8Array): Uint8Array {
+  const out = new Uint8Array(Buffer.allocUnsafeSlow(a.byteLength).buffer, 0, a.byteLength);
+  out.set(a);
+  return out;
+}
+
+function rebuildError(data: WorkerErrorData): BurrowError {
+  const code = (data.code in ERROR_CODES ? data.code : 'INTERNAL') as ErrorCode;
+  return new BurrowError(code, data.message, { details: data.details });
+}
+
+interface WorkerSpec {
+  entry: URL | string;
+  eval: boolean;
+}
+
+let cachedSpec: WorkerSpec | undefined;
+
+/** tsx's ESM register() API (the `import` condition of `tsx/esm/api`, which require.resolve cannot pick). */
+function tsxEsmApiUrl(from: string): string {
+  const manifestPath = createRequire(from).resolve('tsx/package.json');
+  const manifest = JSON.parse(readFileSync(manifestPath, 'utf8')) as {
+    exports?: Record<string, { import?: { default?: string } } | string>;
+  };
+  const target = manifest.exports?.['./esm/api'];
+  const relative = typeof target === 'object' ? target.import?.default : undefined;
+  if (relative === undefined) {
+    throw new BurrowError(
+      'INTERNAL',
+      `tsx at ${manifestPath} has no ESM register API (tsx/esm/api)`,
+    );
+  }
+  return new URL(relative, pathToFileURL(manifestPath)).href;
+}
+
+/**
+ * How to start the worker. From compiled dist/*.js: chunk-worker.js, plainly. From src/*.ts (tsx,
+ * vitest) the entry is chunk-worker.ts, which plain node cannot load, and `--import tsx` in the
+ * worker's execArgv does not help on Node 20 (its hooks are not in place for the entry module).
+ * So a tiny bootstrap registers tsx's ESM hooks in the worker and then imports the entry; tsx is
+ * resolved from this file, so the working directory does not matter.
+ */
+function workerSpec(): WorkerSpec {
+  if (cachedSpec !== undefined) return cachedSpec;
+  const self = import.meta.url;
+  if (self.endsWith('.ts')) {
+    const tsxApi = tsxEsmApiUrl(self);
+    const entry = new URL('./chunk-worker.ts', self).href;
+    const code =
+      `import(${JSON.stringify(tsxApi)})` +
+      `.then((tsx) => { tsx.register(); return import(${JSON.stringify(entry)}); })`;
+    cachedSpec = { entry: code, eval: true };
+  } else {
+    cachedSpec = { entry: new URL('./chunk-worker.js', self), eval: false };
+  }
+  return cachedSpec;
+}
+
+export class ChunkWorkerPool {
+  readonly threads: number;
+  readonly #workers: PoolWorker[] = [];
+  readonly #queue: Job[] = [];
+  readonly #keyIds = new WeakMap<CryptConfig, number>();
+  #nextKeyId = 1;
+  #nextJobId = 1;
+  #closed = false;
+
+  private constructor(threads: number) {
+    this.threads = threads;
+  }
+
+  /** A pool of `threads` workers (default: os.availableParallelism()), started right away. */
+  static create(threads: number = availableParallelism()): ChunkWorkerPool {
+    if (!Number.isSafeInteger(threads) || threads < 1 || threads > 256) {
+      throw new BurrowError(
+        'INVALID_ARGUMENT',
+        `a chunk worker pool has 1 to 256 threads, got ${String(threads)}`,
+        { details: { threads } },
+      );
+    }
+    const pool = new ChunkWorkerPool(threads);
+    for (let i = 0; i < threads; i++) pool.#spawn();
+    return pool;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Jobs waiting here plus jobs held by workers: what the pool keeps in memory. */
+  get pendingJobs(): number {
+    let n = this.#queue.length;
+    for (const w of this.#workers) n += w.jobs.size;
+    return n;
+  }
+
+  /** Digest and encode in one go. */
+  async process(
+    data: Uint8Array,
+    crypt?: CryptConfig,
+    compress = true,
+    transfer = false,
+  ): Promise<ProcessedChunk> {
+    const job = this.#submit('both', data, { crypt, compress, transfer });
+    const encoded = await job.encoded.promise;
+    return { digest: await job.digest.promise, encoded };
+  }
+
+  /** Encode only, when the digest is already known (the all-zero image chunk). */
+  encodeOnly(data: Uint8Array, options: JobOptions = {}): Promise<Uint8Array> {
+    return this.#submit('encode', data, options).encoded.promise;
+  }
+
+  /** The two-step job: the digest, then encode() or drop(). */
+  submit(data: Uint8Array, options: JobOptions = {}): ChunkJob {
+    const job = this.#submit('digest', data, options);
+    return {
+      digest: job.digest.promise,
+      encode: () => this.#requestEncode(job),
+      drop: () => this.#drop(job),
+    };
+  }
+
+  /** Test hook: the first worker throws outside any job, as a crashing thread would. */
+  crashWorkerForTesting(): void {
+    const w = this.#workers[0];
+    if (w !== undefined) this.#post(w, { type: 'crash' });
+  }
+
+  /** Terminates the workers; jobs not finished yet fail. Idempotent. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    const error = (): BurrowError =>
+      new BurrowError('INTERNAL', 'the chunk worker pool was closed with jobs pending');
+    for (const job of this.#queue.splice(0)) this.#fail(job, error());
+    const workers = this.#workers.splice(0);
+    for (const w of workers) {
+      w.dead = true;
+      for (const job of w.jobs.values()) this.#fail(job, error());
+      w.jobs.clear();
+    }
+    await Promise.all(workers.map((w) => w.worker.terminate()));
+  }
+
+  #submit(want: JobWant, data: Uint8Array, options: JobOptions): Job {
+    if (this.#closed) throw new BurrowError('INTERNAL', 'the chunk worker pool is closed');
+    const job: Job = {
+      id: this.#nextJobId++,
+      want,
+      // A copy now, not at dispatch: the caller may reuse its buffer as soon as we return.
+      data: options.transfer === true && ownsBuffer(data) ? data : ownedCopy(data),
+      crypt: options.crypt,
+      compress: options.compress ?? true,
+      state: 'queued',
+      worker: undefined,
+      digest: deferred(),
+      encoded: deferred(),
+    };
+    this.#queue.push(job);
+    this.#dispatch();
+    return job;
+  }
+
+  #requestEncode(job: Job): Promise<Uint8Array> {
+    if (job.state === 'held' && job.worker !== undefined) {
+      job.state = 'encoding';
+      this.#post(job.worker, { type: 'encode', id: job.id });
+    } else if (job.state !== 'done') {
+      job.encoded.reject(
+        new BurrowError(
+          'INTERNAL',
+          `chunk job ${job.id}: encode() before its digest (${job.state})`,
+        ),
+      );
+    }
+    return job.encoded.promise;
+  }
+
+  #drop(job: Job): void {
+    if (job.state === 'queued') {
+      const at = this.#queue.indexOf(job);
+      if (at >= 0) this.#queue.splice(at, 1);
+      this.#fail(job, new BurrowError('INTERNAL', `chunk job ${job.id} was dropped`));
+      return;
+    }
+    if (job.state === 'done' || job.worker === undefined) return;
+    const w = job.worker;
+    // A job still digesting is dropped when its digest arrives (the worker holds it then).
+    if (job.state === 'held') {
+      this.#post(w, { type: 'drop', id: job.id });
+      this.#finish(job);
+    } else if (job.state === 'digesting') {
+      job.state = 'done';
+      job.encoded.reject(new BurrowError('INTERNAL', `chunk job ${job.id} was dropped`));
+    }
+  }
+
+  #spawn(): PoolWorker {
+    const spec = workerSpec();
+    let worker: Worker;
+    try {
+      worker = new Worker(spec.entry, { eval: spec.eval });
+    } catch (cause) {
+      throw new BurrowError(
+        'INTERNAL',
+        `cannot start a chunk worker thread: ${(cause as Error).message}`,
+        { cause },
+      );
+    }
+    const w: PoolWorker = { worker, jobs: new Map(), keys: new Set(), dead: false };
+    worker.on('message', (message: FromWorker) => this.#onMessage(w, message));
+    worker.on('error', (error) => this.#onDeath(w, error));
+    worker.on('messageerror', (error) => this.#onDeath(w, error));
+    worker.on('exit', (code) => {
+      this.#onDeath(w, new Error(`the chunk worker thread exited with code ${code}`));
+    });
+    // After the listeners: adding a 'message' listener refs the worker's port again.
+    worker.unref();
+    this.#workers.push(w);
+    return w;
+  }
+
+  #onDeath(w: PoolWorker, cause: Error): void {
+    if (w.dead) return;
+    w.dead = true;
+    const at = this.#workers.indexOf(w);
+    if (at >= 0) this.#workers.splice(at, 1);
+    for (const job of w.jobs.values()) {
+      this.#fail(
+        job,
+        new BurrowError('INTERNAL', `chunk worker thread failed: ${cause.message}`, { cause }),
+      );
+    }
+    w.jobs.clear();
+    void w.worker.terminate();
+    // Jobs still queued get a fresh worker.
+    this.#dispatch();
+  }
+
+  #onMessage(w: PoolWorker, message: FromWorker): void {
+    const job = w.jobs.get(message.id);
+    if (job === undefined) return;
+    switch (message.type) {
+      case 'digest':
+        if (job.state === 'done') {
+          // Dropped while it was digesting: the worker holds the data until told.
+          this.#post(w, { type: 'drop', id: job.id });
+          job.digest.resolve(message.digest);
+          this.#release(job);
+          return;
+        }
+        job.state = 'held';
+        job.digest.resolve(message.digest);
+        return;
+      case 'encoded':
+        if (message.digest !== undefined) job.digest.resolve(message.digest);
+        job.encoded.resolve(message.encoded);
+        this.#finish(job);
+        return;
+      case 'error':
+        this.#fail(job, rebuildError(message.error));
+        return;
+    }
+  }
+
+  #fail(job: Job, error: BurrowError): void {
+    job.digest.reject(error);
+    job.encoded.reject(error);
+    this.#finish(job);
+  }
+
+  #finish(job: Job): void {
+    job.state = 'done';
+    job.data = undefined;
+    this.#release(job);
+  }
+
+  #release(job: Job): void {
+    const w = job.worker;
+    if (w === undefined) return;
+    job.worker = undefined;
+    if (w.jobs.delete(job.id) && w.jobs.size === 0 && !w.dead) w.worker.unref();
+    this.#dispatch();
+  }
+
+  #post(w: PoolWorker, message: ToWorker, transferList: ArrayBuffer[] = []): void {
+    w.worker.postMessage(message, transferList);
+  }
+
+  #keyIdFor(w: PoolWorker, crypt: CryptConfig | undefined): number {
+    if (crypt === undefined) return 0;
+    let id = this.#keyIds.get(crypt);
+    if (id === undefined) {
+      id = this.#nextKeyId++;
+      this.#keyIds.set(crypt, id);
+    }
+    if (!w.keys.has(id)) {
+      this.#post(w, { type: 'key', keyId: id, key: crypt.encKey });
+      w.keys.add(id);
+    }
+    return id;
+  }
+
+  #dispatch(): void {
+    if (this.#closed) return;
+    while (this.#queue.length > 0) {
+      try {
+        while (this.#workers.length < this.threads) this.#spawn();
+      } catch (error) {
+        // Called from event handlers too: never throw here. Without any worker, the waiting
+        // jobs fail; otherwise the workers there are serve them.
+        if (this.#workers.length === 0) {
+          for (const job of this.#queue.splice(0)) this.#fail(job, error as BurrowError);
+          return;
+        }
+      }
+      let best: PoolWorker | undefined;
+      for (const w of this.#workers) {
+        if (
+          w.jobs.size < MAX_JOBS_PER_WORKER &&
+          (best === undefined || w.jobs.size < best.jobs.size)
+        )
+          best = w;
+      }
+      if (best === undefined) return;
+      const job = this.#queue.shift()!;
+      const data = job.data!;
+      job.worker = best;
+      job.state = job.want === 'digest' ? 'digesting' : 'encoding';
+      if (best.jobs.size === 0) best.worker.ref();
+      best.jobs.set(job.id, job);
+      const message: ToWorker = {
+        type: 'job',
+        id: job.id,
+        want: job.want,
+        data,
+        keyId: this.#keyIdFor(best, job.crypt),
+        compress: job.compress,
+      };
+      job.data = undefined;
+      try {
+        this.#post(best, message, [data.buffer as ArrayBuffer]);
+      } catch {
+        // An untransferable buffer (Node marks some as such): fall back to a copy.
+        this.#post(best, message, []);
+      }
+    }
+  }
+}
