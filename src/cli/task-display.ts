@@ -5,6 +5,7 @@
  */
 import cliProgress from 'cli-progress';
 import type { TaskContext, TaskManager } from '../tasks/index.js';
+import { formatAuthid, type Authid } from '../types/auth.js';
 import { LOCAL_ADMIN_AUTHID } from './manager-context.js';
 import type { Printer } from './output.js';
 
@@ -75,12 +76,14 @@ export async function runForegroundTask<T>(
   workerType: string,
   workerId: string | undefined,
   work: (task: TaskContext) => Promise<T>,
-  options: { upidOnError?: boolean } = {},
+  options: { upidOnError?: boolean; authId?: Authid } = {},
 ): Promise<{ upid: string; result: T }> {
   const display = createTaskDisplay(printer);
   let upid: string | undefined;
   try {
-    return await tasks.run(workerType, workerId, LOCAL_ADMIN_AUTHID, work, {
+    // The task is recorded as the user who runs it (burrow's local user); admin commands run as root@pam.
+    const authId = options.authId === undefined ? LOCAL_ADMIN_AUTHID : formatAuthid(options.authId);
+    return await tasks.run(workerType, workerId, authId, work, {
       onLine: (line) => display.line(line),
       onProgress: (fraction, text) => display.progress(fraction, text),
       onStart: (started) => (upid = started),

@@ -126,6 +126,7 @@ export function registerClientPruneCommand(program: Command): void {
             log: (line) => task.log(line),
             warn: (line) => task.warn(line),
           }),
+        { authId: repo.authId },
       );
       ctx.printer.result(
         { 'dry-run': false, upid, snapshots: result.map((e) => listItem(e, false)) },

@@ -24,6 +24,7 @@ export function registerGarbageCollectCommand(program: Command): void {
         'garbage_collection',
         repo.store.name,
         (task) => garbageCollection(repo.store, task),
+        { authId: repo.authId },
       );
       ctx.printer.result({ ...result, upid }, renderGcStatus);
     });
