@@ -22,6 +22,12 @@ export interface LocalBackupWriterOptions {
   tasks?: TaskManager;
   /** `host/benchmark` only: the snapshot is removed at the end. */
   benchmark?: boolean;
+  /**
+   * Every chunk will come from Burrow's own upload pipeline (chunk-pipeline.ts) in this process,
+   * which computed its digest and CRC from the very data it encoded: the session then skips
+   * decoding and re-hashing it. Leave unset when uploading chunks made any other way.
+   */
+  trustChunks?: boolean;
 }
 
 export interface LocalBackupReaderOptions {
@@ -147,6 +153,7 @@ export async function openLocalBackupWriter(
     authId: o.authId,
     ...(o.tasks !== undefined ? { tasks: o.tasks } : {}),
     ...(o.benchmark !== undefined ? { benchmark: o.benchmark } : {}),
+    trustedClient: o.trustChunks === true,
   });
   return new LocalBackupWriter(session);
 }

@@ -220,6 +220,8 @@ export async function openRepository(
         backupTime: target.backupTime,
         authId,
         ...(tasks === undefined ? {} : { tasks }),
+        // Writers opened here are only fed by runBackup's pipeline.
+        trustChunks: true,
       }),
     openReader: (dir) =>
       openLocalBackupReader(store, dir, { authId, ...(tasks === undefined ? {} : { tasks }) }),

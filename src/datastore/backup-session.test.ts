@@ -711,6 +711,23 @@ describe('chunk uploads', () => {
     }
   });
 
+  it('with trustedClient (local mode, own pipeline) stores chunks as given without decoding them', async () => {
+    const s = await start(nextGroup(), 10, { trustedClient: true });
+    try {
+      const wid = await s.createDynamicIndex('x.didx');
+      const c = fresh(700, { compress: true });
+      await s.uploadChunk(wid, 'dynamic', c.digest, 700, c.blob);
+      // Stored byte for byte: no re-encoding, and the pipeline's CRC is kept.
+      expectBytes(readFileSync(store.chunkStore.chunkPath(c.digest)), c.blob);
+      // The trust covers content checks only; the protocol rules still apply.
+      await expectCode(s.uploadChunk(wid, 'dynamic', c.digest, 0, c.blob), 'INVALID_ARGUMENT');
+      await s.appendIndex(wid, 'dynamic', [c.digest], [0]);
+      await expectCode(s.appendIndex(wid, 'dynamic', [c.digest], [0]), 'BACKUP_SESSION_INVALID');
+    } finally {
+      await s.close();
+    }
+  });
+
   it('ignores the uploaded CRC and stores the chunk with a correct one', async () => {
     const s = await start(nextGroup(), 10);
     try {

@@ -69,6 +69,13 @@ export interface BackupSessionOptions {
   origin?: string;
   /** Passed to TaskManager.run (onLine, onStart, ...). */
   taskOptions?: TaskRunOptions;
+  /**
+   * The chunks come from Burrow's own upload pipeline in this very process (local mode): their
+   * digest, size and CRC were computed from the data as it was encoded, so decoding and hashing
+   * every chunk a second time on the main thread would only repeat that work. Never set for
+   * chunks that arrive over the network; the server checks those as PBS does.
+   */
+  trustedClient?: boolean;
 }
 
 export interface ChunkUploadStats {
@@ -233,6 +240,7 @@ export class BackupSession {
   /** The group did not exist before this session: an unfinished session removes it if empty. */
   readonly #groupCreated: boolean;
   readonly #debug: boolean;
+  readonly #trustedClient: boolean;
   readonly #tasks: TaskManager | undefined;
   #task: SessionTask | undefined;
   #state: SessionState = 'running';
@@ -260,6 +268,7 @@ export class BackupSession {
     groupCreated: boolean;
     debug: boolean;
     tasks: TaskManager | undefined;
+    trustedClient: boolean;
   }) {
     this.store = init.store;
     this.dir = init.dir;
@@ -272,6 +281,7 @@ export class BackupSession {
     this.#groupCreated = init.groupCreated;
     this.#debug = init.debug;
     this.#tasks = init.tasks;
+    this.#trustedClient = init.trustedClient;
   }
 
   /**
@@ -373,6 +383,7 @@ export class BackupSession {
         previousGuard,
         groupCreated,
         debug: options.debug === true,
+        trustedClient: options.trustedClient === true,
         tasks: options.tasks,
       });
       if (options.tasks !== undefined) {
@@ -773,7 +784,7 @@ export class BackupSession {
       try {
         const hex = digestToHex(digest);
         const header = parseBlobHeader(encoded);
-        if (!isEncryptedKind(header.kind)) {
+        if (!this.#trustedClient && !isEncryptedKind(header.kind)) {
           const data = decodeBlob(encoded, { checkCrc: false, maxSize: MAX_CHUNK_SIZE });
           const actual = createHash('sha256').update(data).digest();
           if (!bytesEqual(actual, digest)) {
@@ -790,7 +801,7 @@ export class BackupSession {
           }
         }
         const { duplicate, encodedSize } = await this.store.insertChunk(
-          withComputedCrc(encoded, header),
+          this.#trustedClient ? encoded : withComputedCrc(encoded, header),
           digest,
         );
         // The writer may have been closed while the chunk was written; then, as in PBS, the
