@@ -3,6 +3,7 @@
  * people and `--output-format json|json-pretty` for scripts come from the same value.
  */
 import { BurrowError } from '../lib/errors.js';
+import { formatSnapshot, namespaceToString, type BackupDir } from '../types/backup.js';
 
 export const OUTPUT_FORMATS = ['text', 'json', 'json-pretty'] as const;
 export type OutputFormat = (typeof OUTPUT_FORMATS)[number];
@@ -108,4 +109,24 @@ export function renderTable<T>(columns: ReadonlyArray<TableColumn<T>>, rows: rea
   if (cells.length === 0) out.push('(empty)');
   else for (const values of cells) out.push(line(values));
   return out.join('\n');
+}
+
+/** How PBS's API names a snapshot in list replies: path, namespace (omitted at the root), type, id, time. */
+export interface SnapshotIdentity {
+  snapshot: string;
+  ns?: string;
+  'backup-type': string;
+  'backup-id': string;
+  'backup-time': number;
+}
+
+export function snapshotIdentity(dir: BackupDir): SnapshotIdentity {
+  const ns = namespaceToString(dir.group.ns);
+  return {
+    snapshot: formatSnapshot(dir),
+    ...(ns === '' ? {} : { ns }),
+    'backup-type': dir.group.type,
+    'backup-id': dir.group.id,
+    'backup-time': dir.time,
+  };
 }

@@ -23,7 +23,7 @@ import { lstat, open, readFile, readdir, readlink } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { BurrowError } from '../lib/errors.js';
 import type { CatalogWriter } from '../format/catalog.js';
-import { EMPTY_ACL, S_IFMT, S_IFREG, compareNames, joinPath, kindOfMode } from './format.js';
+import { S_IFMT, S_IFREG, compareNames, joinPath, kindOfMode } from './format.js';
 import type { FileKind, Metadata } from './format.js';
 import type { PxarEncoder } from './encoder.js';
 import { FsMetadataReader, displayPath, splitDeviceNumber } from './fs-metadata.js';
@@ -278,7 +278,7 @@ class Walker {
   private readonly source: Buffer;
   private readonly cliPatterns: MatchPattern[];
   private readonly matcher: MatchStack;
-  private readonly reader: Pick<FsMetadataReader, 'read'>;
+  private readonly reader: FsMetadataReader;
   private readonly deviceSet: Set<bigint> | undefined;
   private readonly hardlinks = new Map<string, { path: Uint8Array; offset: number }>();
   private currentDev: bigint;
@@ -312,24 +312,10 @@ class Walker {
     this.source = Buffer.from(source);
     this.cliPatterns = parsePatterns(options.excludePatterns);
     this.matcher = new MatchStack(this.cliPatterns);
-    const reader = new FsMetadataReader({ onWarning: (m, p) => this.warn(m, p) });
-    const { noXattrs, noAcls, noFcaps } = options;
-    // The --no-* switches drop what they name from every entry's metadata.
-    this.reader =
-      noXattrs === true || noAcls === true || noFcaps === true
-        ? {
-            read: (...args: Parameters<FsMetadataReader['read']>): Metadata => {
-              const m = reader.read(...args);
-              return {
-                stat: m.stat,
-                xattrs: noXattrs === true ? [] : m.xattrs,
-                acl: noAcls === true ? EMPTY_ACL : m.acl,
-                ...(m.fcaps !== undefined && noFcaps !== true ? { fcaps: m.fcaps } : {}),
-                ...(m.quotaProjectId !== undefined ? { quotaProjectId: m.quotaProjectId } : {}),
-              };
-            },
-          }
-        : reader;
+    this.reader = new FsMetadataReader({
+      onWarning: (m, p) => this.warn(m, p),
+      skip: { xattrs: options.noXattrs, acls: options.noAcls, fcaps: options.noFcaps },
+    });
     this.currentDev = rootStats.dev;
     this.deviceSet = options.allFileSystems
       ? undefined

@@ -129,6 +129,8 @@ export interface FsMetadataCalls {
 
 export interface FsMetadataReaderOptions {
   onWarning: WarningCallback;
+  /** Leave these out (PBS `--no-xattrs`, `--no-acls`, `--no-fcaps`): they are not even read. */
+  skip?: { xattrs?: boolean; acls?: boolean; fcaps?: boolean };
   /** For tests only: replacements for the native calls. */
   calls?: Partial<FsMetadataCalls>;
 }
@@ -146,9 +148,16 @@ export class FsMetadataReader {
   private nativeWarned = false;
   private readonly calls: FsMetadataCalls;
 
+  private readonly skipXattrs: boolean;
+  private readonly skipAcls: boolean;
+  private readonly skipFcaps: boolean;
+
   constructor(options: FsMetadataReaderOptions) {
     this.warn = options.onWarning;
     this.calls = { lListXattr, lGetXattr, getFsFlags, getProjectId, ...options.calls };
+    this.skipXattrs = options.skip?.xattrs === true;
+    this.skipAcls = options.skip?.acls === true;
+    this.skipFcaps = options.skip?.fcaps === true;
   }
 
   /**
@@ -171,7 +180,10 @@ export class FsMetadataReader {
       return { stat: statFromStats(stats), xattrs: [], acl: EMPTY_ACL };
     }
 
-    const { xattrs, acl, fcaps } = this.readXattrs(path, stats);
+    const { xattrs, acl, fcaps } =
+      this.skipXattrs && this.skipAcls && this.skipFcaps
+        ? { xattrs: [], acl: EMPTY_ACL, fcaps: undefined }
+        : this.readXattrs(path, stats);
     let flags = 0;
     let quotaProjectId: number | undefined;
     const ownFd = fd === undefined ? this.openForIoctl(path) : undefined;
@@ -222,10 +234,13 @@ export class FsMetadataReader {
     };
     for (const name of names) {
       const text = name.toString('latin1');
-      if (text === ACL_ACCESS_XATTR) access = get(name);
-      else if (text === ACL_DEFAULT_XATTR) deflt = get(name);
-      else if (text === CAPABILITY_XATTR) fcaps = get(name) ?? undefined;
-      else if (isArchivedXattrName(name)) {
+      if (text === ACL_ACCESS_XATTR) {
+        if (!this.skipAcls) access = get(name);
+      } else if (text === ACL_DEFAULT_XATTR) {
+        if (!this.skipAcls) deflt = get(name);
+      } else if (text === CAPABILITY_XATTR) {
+        if (!this.skipFcaps) fcaps = get(name) ?? undefined;
+      } else if (!this.skipXattrs && isArchivedXattrName(name)) {
         const value = get(name);
         if (value === null) continue;
         if (value.length > MAX_XATTR_VALUE_LENGTH) {

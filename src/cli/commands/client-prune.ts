@@ -5,67 +5,32 @@
  * prune runs as a `prune` task with id `<store>:<group>`, a dry run only shows the plan.
  */
 import type { Command } from 'commander';
-import type { PruneResultEntry } from '../../datastore/datastore.js';
-import {
-  KEEP_OPTIONS,
-  checkKeepOptions,
-  type KeepOptions,
-  type PruneMark,
-} from '../../datastore/prune.js';
-import { formatGroup, formatSnapshot, namespaceToString } from '../../types/backup.js';
+import { KEEP_OPTIONS, checkKeepOptions, type KeepOptions } from '../../datastore/prune.js';
+import { formatGroup } from '../../types/backup.js';
 import { addNamespaceOption, checkGroupOwner, clientContext } from '../client-context.js';
 import { groupArgument, integerOption } from '../manager-context.js';
 import { renderTable } from '../output.js';
+import { pruneItem, type PruneItem } from './prune.js';
 import { outputFormatOption } from '../run.js';
 import { runForegroundTask } from '../task-display.js';
-
-/** One snapshot of the plan (PBS's PruneListItem fields) and, after a real prune, what happened. */
-export interface PruneListItem {
-  snapshot: string;
-  ns?: string;
-  'backup-type': string;
-  'backup-id': string;
-  'backup-time': number;
-  keep: boolean;
-  protected: boolean;
-  mark: PruneMark;
-  removed?: boolean;
-  error?: string;
-}
 
 export interface PruneCommandResult {
   'dry-run': boolean;
   upid?: string;
-  snapshots: PruneListItem[];
-}
-
-function listItem(entry: PruneResultEntry, dryRun: boolean): PruneListItem {
-  const ns = namespaceToString(entry.dir.group.ns);
-  return {
-    snapshot: formatSnapshot(entry.dir),
-    ...(ns === '' ? {} : { ns }),
-    'backup-type': entry.dir.group.type,
-    'backup-id': entry.dir.group.id,
-    'backup-time': entry.dir.time,
-    keep: entry.mark !== 'remove',
-    protected: entry.mark === 'protected',
-    mark: entry.mark,
-    ...(dryRun ? {} : { removed: entry.removed }),
-    ...(entry.error === undefined ? {} : { error: entry.error }),
-  };
+  snapshots: PruneItem[];
 }
 
 export function renderPruneResult(r: PruneCommandResult): string {
   const table = renderTable(
     [
-      { header: 'snapshot', value: (i: PruneListItem) => i.snapshot },
+      { header: 'snapshot', value: (i: PruneItem) => i.snapshot },
       { header: 'action', value: (i) => (i.keep ? i.mark : 'remove') },
       ...(r['dry-run']
         ? []
         : [
             {
               header: 'result',
-              value: (i: PruneListItem) =>
+              value: (i: PruneItem) =>
                 i.error !== undefined ? `error: ${i.error}` : i.removed === true ? 'removed' : '',
             },
           ]),
@@ -109,7 +74,7 @@ export function registerClientPruneCommand(program: Command): void {
       if (options.dryRun === true) {
         const plan = await store.pruneGroup(group, keep, { dryRun: true });
         ctx.printer.result(
-          { 'dry-run': true, snapshots: plan.map((e) => listItem(e, true)) },
+          { 'dry-run': true, snapshots: plan.map((e) => pruneItem(e, true)) },
           renderPruneResult,
         );
         return;
@@ -129,7 +94,7 @@ export function registerClientPruneCommand(program: Command): void {
         { authId: repo.authId },
       );
       ctx.printer.result(
-        { 'dry-run': false, upid, snapshots: result.map((e) => listItem(e, false)) },
+        { 'dry-run': false, upid, snapshots: result.map((e) => pruneItem(e, false)) },
         renderPruneResult,
       );
     });

@@ -11,24 +11,14 @@ import {
   type KeepOptions,
   type PruneMark,
 } from '../../datastore/prune.js';
-import {
-  formatGroup,
-  formatSnapshot,
-  namespaceToString,
-  type BackupDir,
-} from '../../types/backup.js';
+import { formatGroup, type BackupDir } from '../../types/backup.js';
 import { groupArgument, integerOption, managerContext } from '../manager-context.js';
-import { renderTable } from '../output.js';
+import { renderTable, snapshotIdentity, type SnapshotIdentity } from '../output.js';
 import { outputFormatOption } from '../run.js';
 import { runForegroundTask } from '../task-display.js';
 
 /** One snapshot of the plan, with the fields of PBS's prune API reply and what happened. */
-export interface PruneItem {
-  snapshot: string;
-  ns?: string;
-  'backup-type': string;
-  'backup-id': string;
-  'backup-time': number;
+export interface PruneItem extends SnapshotIdentity {
   mark: PruneMark;
   keep: boolean;
   protected: boolean;
@@ -37,17 +27,12 @@ export interface PruneItem {
   error?: string;
 }
 
-function pruneItem(
+export function pruneItem(
   entry: { dir: BackupDir; mark: PruneMark; removed?: boolean; error?: string },
   dryRun: boolean,
 ): PruneItem {
-  const ns = namespaceToString(entry.dir.group.ns);
   return {
-    snapshot: formatSnapshot(entry.dir),
-    ...(ns === '' ? {} : { ns }),
-    'backup-type': entry.dir.group.type,
-    'backup-id': entry.dir.group.id,
-    'backup-time': entry.dir.time,
+    ...snapshotIdentity(entry.dir),
     mark: entry.mark,
     keep: entry.mark !== 'remove',
     protected: entry.mark === 'protected',

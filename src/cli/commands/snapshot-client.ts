@@ -10,12 +10,7 @@ import { parseVerifyState } from '../../datastore/verify-filter.js';
 import { KEY_FINGERPRINT_KEY, MANIFEST_BLOB_NAME } from '../../format/manifest.js';
 import { formatUpid } from '../../format/upid.js';
 import { formatAuthid } from '../../types/auth.js';
-import {
-  formatSnapshot,
-  namespaceToString,
-  type BackupDir,
-  type BackupGroup,
-} from '../../types/backup.js';
+import { formatSnapshot, type BackupDir, type BackupGroup } from '../../types/backup.js';
 import type { CryptMode } from '../../types/crypt-mode.js';
 import {
   addNamespaceOption,
@@ -24,7 +19,13 @@ import {
   namespaceOf,
 } from '../client-context.js';
 import { groupArgument, parseBooleanText, snapshotArgument } from '../manager-context.js';
-import { humanBytes, renderKeyValues, renderTable } from '../output.js';
+import {
+  humanBytes,
+  renderKeyValues,
+  renderTable,
+  snapshotIdentity,
+  type SnapshotIdentity,
+} from '../output.js';
 import { outputFormatOption } from '../run.js';
 
 /** A file of a snapshot, as PBS's BackupContent. */
@@ -35,12 +36,7 @@ export interface BackupContent {
 }
 
 /** PBS's SnapshotListItem, plus the snapshot path, whether it finished, and a read error. */
-export interface SnapshotListItem {
-  snapshot: string;
-  ns?: string;
-  'backup-type': string;
-  'backup-id': string;
-  'backup-time': number;
+export interface SnapshotListItem extends SnapshotIdentity {
   finished: boolean;
   protected: boolean;
   files: BackupContent[];
@@ -89,13 +85,8 @@ export async function snapshotListItem(
   info: SnapshotInfo,
   owner: string | undefined,
 ): Promise<SnapshotListItem> {
-  const ns = namespaceToString(info.dir.group.ns);
   const item: SnapshotListItem = {
-    snapshot: formatSnapshot(info.dir),
-    ...(ns === '' ? {} : { ns }),
-    'backup-type': info.dir.group.type,
-    'backup-id': info.dir.group.id,
-    'backup-time': info.dir.time,
+    ...snapshotIdentity(info.dir),
     finished: info.finished,
     protected: info.protected,
     files: info.files.map((filename) => ({ filename })),

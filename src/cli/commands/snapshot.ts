@@ -24,16 +24,18 @@ import {
   parseBooleanText,
   snapshotArgument,
 } from '../manager-context.js';
-import { formatEpoch, humanBytes, renderKeyValues, renderTable } from '../output.js';
+import {
+  formatEpoch,
+  humanBytes,
+  renderKeyValues,
+  renderTable,
+  snapshotIdentity,
+  type SnapshotIdentity,
+} from '../output.js';
 import { outputFormatOption } from '../run.js';
 
 /** PBS's snapshot list item, plus the snapshot path and whether it is finished. */
-export interface SnapshotItem {
-  snapshot: string;
-  ns?: string;
-  'backup-type': string;
-  'backup-id': string;
-  'backup-time': number;
+export interface SnapshotItem extends SnapshotIdentity {
   finished: boolean;
   protected: boolean;
   files: string[];
@@ -58,13 +60,8 @@ async function snapshotItem(
   info: SnapshotInfo,
   owner: string | undefined,
 ): Promise<SnapshotItem> {
-  const ns = namespaceToString(info.dir.group.ns);
   const item: SnapshotItem = {
-    snapshot: formatSnapshot(info.dir),
-    ...(ns === '' ? {} : { ns }),
-    'backup-type': info.dir.group.type,
-    'backup-id': info.dir.group.id,
-    'backup-time': info.dir.time,
+    ...snapshotIdentity(info.dir),
     finished: info.finished,
     protected: info.protected,
     files: [...info.files].sort(),
