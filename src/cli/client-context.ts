@@ -9,11 +9,8 @@ import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import {
-  openRepository,
-  repositoryFromOptions,
-  type LocalRepository,
-} from '../client/repository.js';
+import { openRepository, repositoryFromOptions, type Repository } from '../client/repository.js';
+import { snapshotIsFinished } from '../datastore/api-listing.js';
 import { readKeyConfigFile } from '../client/key-file.js';
 import { CryptConfig } from '../crypto/crypt-config.js';
 import { decryptKeyConfig } from '../crypto/key-config.js';
@@ -25,10 +22,8 @@ import {
   parseGroupPath,
   parseNamespace,
   type BackupDir,
-  type BackupGroup,
   type BackupNamespace,
 } from '../types/backup.js';
-import { formatAuthid, isToken, mayActAsOwner } from '../types/auth.js';
 import type { CryptMode } from '../types/crypt-mode.js';
 import {
   addDirectoryOptions,
@@ -64,7 +59,7 @@ export interface ClientContext {
   readonly printer: Printer;
   readonly tasks: TaskManager;
   /** Open the repository of the command (`--repository` or PBS_REPOSITORY). */
-  repository(): Promise<LocalRepository>;
+  repository(): Promise<Repository>;
 }
 
 export function clientContext(command: Command, options: { outputFormat?: string }): ClientContext {
@@ -94,7 +89,7 @@ export function namespaceOf(options: { ns?: string }): BackupNamespace {
  * `--ns`.
  */
 export async function resolveSnapshot(
-  repo: LocalRepository,
+  repo: Repository,
   text: string,
   ns: string | undefined,
 ): Promise<BackupDir> {
@@ -104,30 +99,14 @@ export async function resolveSnapshot(
     if (group.ns.components.length > 0) return snapshotArgument(text, ns); // let it report the clash
     group = { ...group, ns: parseNamespace(ns) };
   }
-  const snapshots = await repo.store.listSnapshots(group);
-  const newest = [...snapshots].reverse().find((s) => s.finished && s.error === undefined);
+  const snapshots = await repo.listSnapshots(group.ns, group);
+  const newest = [...snapshots].reverse().find(snapshotIsFinished);
   if (newest === undefined) {
     throw new BurrowError('NOT_FOUND', `group ${formatGroup(group)} has no finished snapshot`, {
       details: { group: formatGroup(group) },
     });
   }
-  return newest.dir;
-}
-
-/**
- * Changing a group (forget, prune, notes, protection) is for its owner, as PBS allows without
- * the Datastore.Modify privilege; root, the local administrator, may change every group.
- */
-export async function checkGroupOwner(repo: LocalRepository, group: BackupGroup): Promise<void> {
-  if (repo.authId.name === 'root' && repo.authId.realm === 'pam' && !isToken(repo.authId)) return;
-  const owner = await repo.store.getOwner(group);
-  if (!mayActAsOwner(repo.authId, owner)) {
-    throw new BurrowError(
-      'PERMISSION_DENIED',
-      `group ${formatGroup(group)} belongs to ${formatAuthid(owner)}, not to ${formatAuthid(repo.authId)}; ask its owner or root`,
-      { details: { group: formatGroup(group), owner: formatAuthid(owner) } },
-    );
-  }
+  return { group, time: newest['backup-time'] };
 }
 
 // ---------------------------------------------------------------------------------------------

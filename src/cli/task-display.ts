@@ -4,6 +4,7 @@
  * terminal. Piped output gets the plain lines only, so logs and scripts see no control codes.
  */
 import cliProgress from 'cli-progress';
+import type { TaskObserver } from '../client/repository.js';
 import type { TaskContext, TaskManager } from '../tasks/index.js';
 import { formatAuthid, type Authid } from '../types/auth.js';
 import { LOCAL_ADMIN_AUTHID } from './manager-context.js';
@@ -91,6 +92,31 @@ export async function runForegroundTask<T>(
   } catch (error) {
     display.stop();
     if (upid !== undefined && options.upidOnError !== false) printer.info(`UPID: ${upid}`);
+    throw error;
+  } finally {
+    display.stop();
+  }
+}
+
+/**
+ * Show a task that a repository runs (locally, or on a server whose log the client follows) the
+ * way runForegroundTask shows one: its log lines and progress, and its UPID when it fails.
+ */
+export async function observeTask<T>(
+  printer: Printer,
+  work: (observer: TaskObserver) => Promise<T>,
+): Promise<T> {
+  const display = createTaskDisplay(printer);
+  let upid: string | undefined;
+  try {
+    return await work({
+      onLine: (line) => display.line(line),
+      onProgress: (fraction, text) => display.progress(fraction, text),
+      onStart: (started) => (upid = started),
+    });
+  } catch (error) {
+    display.stop();
+    if (upid !== undefined) printer.info(`UPID: ${upid}`);
     throw error;
   } finally {
     display.stop();

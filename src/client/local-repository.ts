@@ -4,14 +4,42 @@
  * translate shapes (one createIndex for both kinds, "no previous file" as undefined); every check
  * and every message stays in the sessions, so local and remote backups behave alike.
  */
+import {
+  datastoreStatus,
+  groupSnapshotList,
+  groupListItem,
+  snapshotFiles,
+} from '../datastore/api-listing.js';
 import { BackupSession } from '../datastore/backup-session.js';
 import type { DataStore } from '../datastore/datastore.js';
+import { garbageCollection } from '../datastore/gc.js';
+import type { GcStatusData } from '../datastore/gc-status.js';
+import type { KeepOptions } from '../datastore/prune.js';
 import { ReaderSession } from '../datastore/reader-session.js';
 import { BurrowError, isBurrowError } from '../lib/errors.js';
-import type { TaskManager } from '../tasks/index.js';
-import type { Authid } from '../types/auth.js';
-import type { BackupDir, BackupGroup, BackupNamespace } from '../types/backup.js';
+import type { TaskContext, TaskManager, TaskRunOptions } from '../tasks/index.js';
+import type {
+  BackupContent,
+  DatastoreStatus,
+  GroupListItem,
+  SnapshotListItem,
+} from '../types/api.js';
+import { authidEquals, formatAuthid, isToken, mayActAsOwner, type Authid } from '../types/auth.js';
+import {
+  formatGroup,
+  namespaceToString,
+  type BackupDir,
+  type BackupGroup,
+  type BackupNamespace,
+} from '../types/backup.js';
 import type { BackupReader, BackupWriter, IndexKind } from './backup-writer.js';
+import type {
+  PruneOutcome,
+  Repository,
+  RepositorySpec,
+  TaskObserver,
+  WriterTarget,
+} from './repository.js';
 
 export interface LocalBackupWriterOptions {
   ns: BackupNamespace;
@@ -171,4 +199,180 @@ export async function openLocalBackupReader(
     ...(o.tasks !== undefined ? { tasks: o.tasks } : {}),
   });
   return new LocalBackupReader(session);
+}
+
+const ROOT_AUTHID: Authid = { name: 'root', realm: 'pam' };
+
+function taskOptions(observer: TaskObserver | undefined): TaskRunOptions {
+  if (observer === undefined) return {};
+  return {
+    ...(observer.onLine === undefined ? {} : { onLine: (line: string) => observer.onLine?.(line) }),
+    ...(observer.onProgress === undefined
+      ? {}
+      : { onProgress: (f: number, t: string) => observer.onProgress?.(f, t) }),
+    ...(observer.onStart === undefined ? {} : { onStart: (u: string) => observer.onStart?.(u) }),
+  };
+}
+
+/**
+ * A datastore the client opens directly (no server). There are no ACLs here: whoever can read
+ * the directory may list and restore; changing a group (forget, prune, notes, protection) is for
+ * its owner, as PBS allows an owner without Datastore.Modify, and for root, the local
+ * administrator. Jobs run as tasks of the local user, logged like the server's.
+ */
+export class LocalRepository implements Repository {
+  readonly spec: RepositorySpec;
+  readonly store: DataStore;
+  readonly authId: Authid;
+  readonly display: string;
+  readonly storeName: string;
+  readonly path: string;
+  readonly #tasks: TaskManager | undefined;
+
+  constructor(spec: RepositorySpec, store: DataStore, authId: Authid, tasks?: TaskManager) {
+    this.spec = spec;
+    this.store = store;
+    this.authId = authId;
+    this.display = spec.text;
+    this.storeName = store.name;
+    this.path = store.base;
+    this.#tasks = tasks;
+  }
+
+  openWriter(target: WriterTarget): Promise<BackupWriter> {
+    return openLocalBackupWriter(this.store, {
+      ...target,
+      authId: this.authId,
+      ...(this.#tasks === undefined ? {} : { tasks: this.#tasks }),
+      // Writers opened here are only fed by runBackup's pipeline.
+      trustChunks: true,
+    });
+  }
+
+  openReader(dir: BackupDir): Promise<BackupReader> {
+    return openLocalBackupReader(this.store, dir, {
+      authId: this.authId,
+      ...(this.#tasks === undefined ? {} : { tasks: this.#tasks }),
+    });
+  }
+
+  async listGroups(ns: BackupNamespace): Promise<GroupListItem[]> {
+    const items: GroupListItem[] = [];
+    for (const group of await this.store.listGroups(ns))
+      items.push(await groupListItem(this.store, group));
+    return items;
+  }
+
+  async listSnapshots(ns: BackupNamespace, group?: BackupGroup): Promise<SnapshotListItem[]> {
+    const groups = group === undefined ? await this.store.listGroups(ns) : [group];
+    const items: SnapshotListItem[] = [];
+    for (const g of groups) items.push(...(await groupSnapshotList(this.store, g)));
+    return items;
+  }
+
+  snapshotFiles(dir: BackupDir): Promise<BackupContent[]> {
+    return snapshotFiles(this.store, dir);
+  }
+
+  async forgetSnapshot(dir: BackupDir): Promise<void> {
+    await this.store.snapshotInfo(dir);
+    await this.#checkOwner(dir.group);
+    await this.store.removeBackupDir(dir, false);
+  }
+
+  async snapshotNotes(dir: BackupDir): Promise<string> {
+    return this.store.getSnapshotNotes(dir);
+  }
+
+  async setSnapshotNotes(dir: BackupDir, notes: string): Promise<void> {
+    await this.store.snapshotInfo(dir);
+    await this.#checkOwner(dir.group);
+    await this.store.setSnapshotNotes(dir, notes);
+  }
+
+  async isProtected(dir: BackupDir): Promise<boolean> {
+    await this.store.snapshotInfo(dir);
+    return this.store.isProtected(dir);
+  }
+
+  async setProtected(dir: BackupDir, value: boolean): Promise<void> {
+    await this.store.snapshotInfo(dir);
+    await this.#checkOwner(dir.group);
+    await this.store.setProtected(dir, value);
+  }
+
+  async prune(
+    group: BackupGroup,
+    keep: KeepOptions,
+    options: { dryRun: boolean; observer?: TaskObserver },
+  ): Promise<PruneOutcome> {
+    // A missing group fails before anything starts.
+    await this.store.listSnapshots(group);
+    const ns = namespaceToString(group.ns);
+    const toItem = (e: { dir: BackupDir; mark: string }) => ({
+      'backup-type': e.dir.group.type,
+      'backup-id': e.dir.group.id,
+      'backup-time': e.dir.time,
+      keep: e.mark !== 'remove',
+      protected: e.mark === 'protected',
+      ...(ns === '' ? {} : { ns }),
+    });
+    if (options.dryRun) {
+      const plan = await this.store.pruneGroup(group, keep, { dryRun: true });
+      return { items: plan.map(toItem) };
+    }
+    await this.#checkOwner(group);
+    const { upid, result } = await this.#run(
+      'prune',
+      `${this.store.name}:${formatGroup(group)}`,
+      options.observer,
+      (task) =>
+        this.store.pruneGroup(group, keep, {
+          dryRun: false,
+          log: (line) => task.log(line),
+          warn: (line) => task.warn(line),
+        }),
+    );
+    return { upid, items: result.map(toItem) };
+  }
+
+  async garbageCollect(observer?: TaskObserver): Promise<{ upid: string; status: GcStatusData }> {
+    const { upid, result } = await this.#run(
+      'garbage_collection',
+      this.store.name,
+      observer,
+      (task) => garbageCollection(this.store, task),
+    );
+    return { upid, status: result };
+  }
+
+  status(): Promise<DatastoreStatus> {
+    return datastoreStatus(this.store, { counts: true });
+  }
+
+  #run<T>(
+    type: string,
+    id: string,
+    observer: TaskObserver | undefined,
+    work: (task: TaskContext) => Promise<T>,
+  ): Promise<{ upid: string; result: T }> {
+    if (this.#tasks === undefined) {
+      return Promise.reject(
+        new BurrowError('INTERNAL', `${type} needs a task manager to run as a task`),
+      );
+    }
+    return this.#tasks.run(type, id, formatAuthid(this.authId), work, taskOptions(observer));
+  }
+
+  async #checkOwner(group: BackupGroup): Promise<void> {
+    if (authidEquals(this.authId, ROOT_AUTHID) && !isToken(this.authId)) return;
+    const owner = await this.store.getOwner(group);
+    if (!mayActAsOwner(this.authId, owner)) {
+      throw new BurrowError(
+        'PERMISSION_DENIED',
+        `group ${formatGroup(group)} belongs to ${formatAuthid(owner)}, not to ${formatAuthid(this.authId)}; ask its owner or root`,
+        { details: { group: formatGroup(group), owner: formatAuthid(owner) } },
+      );
+    }
+  }
 }

@@ -120,15 +120,15 @@ describe('openRepository', () => {
 
   it('opens a configured store by name and by its path as the same store', async () => {
     const byName = await openRepository(parseRepository('repo1'), { dirs: fx.dirs });
-    expect(byName.store.name).toBe('repo1');
+    expect(byName.storeName).toBe('repo1');
     expect(byName.display).toBe('repo1');
     const absolute = await openRepository(parseRepository(fx.store.base), { dirs: fx.dirs });
-    expect(absolute.store.name).toBe('repo1');
+    expect(absolute.storeName).toBe('repo1');
     // A relative path (./...) resolves against the working directory.
     const rel = relative(process.cwd(), fx.store.base);
     const dotted = rel.startsWith('.') ? rel : `./${rel}`;
     const relativeRepo = await openRepository(parseRepository(dotted), { dirs: fx.dirs });
-    expect(relativeRepo.store.base).toBe(fx.store.base);
+    expect(relativeRepo.path).toBe(fx.store.base);
   });
 
   it('reports a missing store as NOT_FOUND and refuses remote ones, saying why', async () => {

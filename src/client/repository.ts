@@ -19,8 +19,17 @@ import {
   type BackupGroup,
   type BackupNamespace,
 } from '../types/backup.js';
+import type { GcStatusData } from '../datastore/gc-status.js';
+import type { KeepOptions } from '../datastore/prune.js';
+import type {
+  BackupContent,
+  DatastoreStatus,
+  GroupListItem,
+  PruneListItem,
+  SnapshotListItem,
+} from '../types/api.js';
 import type { BackupReader, BackupWriter } from './backup-writer.js';
-import { openLocalBackupReader, openLocalBackupWriter } from './local-repository.js';
+import { LocalRepository } from './local-repository.js';
 
 /** The environment variable PBS's client reads the repository from. */
 export const REPOSITORY_ENV = 'PBS_REPOSITORY';
@@ -163,10 +172,34 @@ export interface WriterTarget {
   backupTime: number;
 }
 
-/** A repository opened for a command: the datastore and who acts on it. */
-export interface LocalRepository {
+/** How a caller follows a task the repository runs (garbage collection, prune). */
+export interface TaskObserver {
+  /** The task's UPID, as soon as it exists. */
+  onStart?(upid: string): void;
+  /** Each task log line, including the final `TASK ...` line. */
+  onLine?(line: string): void;
+  /** Progress in 0..1 for a bar, when the task reports it. */
+  onProgress?(fraction: number, text: string): void;
+}
+
+export interface PruneOutcome {
+  /** The task of a real prune, when it ran as one. */
+  upid?: string;
+  /** Every snapshot of the group with its decision, oldest first. */
+  items: PruneListItem[];
+}
+
+/**
+ * A repository opened for a command: a local datastore (local-repository.ts) or a datastore on a
+ * server (remote/). The commands only use this interface, so they behave and print alike in both
+ * modes; permission and owner checks happen where the data is (the datastore's owner rules
+ * locally, the server's ACLs remotely).
+ */
+export interface Repository {
   readonly spec: RepositorySpec;
-  readonly store: DataStore;
+  /** The datastore's name (for a path-opened store, `path:<dir>`). */
+  readonly storeName: string;
+  /** Who acts on the repository (the owner of new groups). */
   readonly authId: Authid;
   /** How the repository is shown to people: the name, or the path as given. */
   readonly display: string;
@@ -174,6 +207,25 @@ export interface LocalRepository {
   openWriter(target: WriterTarget): Promise<BackupWriter>;
   /** A reader session on a snapshot (pbs-protocol §6); close() it in a finally. */
   openReader(dir: BackupDir): Promise<BackupReader>;
+  listGroups(ns: BackupNamespace): Promise<GroupListItem[]>;
+  /** The snapshots of one group, or of every group of the namespace. */
+  listSnapshots(ns: BackupNamespace, group?: BackupGroup): Promise<SnapshotListItem[]>;
+  snapshotFiles(dir: BackupDir): Promise<BackupContent[]>;
+  forgetSnapshot(dir: BackupDir): Promise<void>;
+  snapshotNotes(dir: BackupDir): Promise<string>;
+  setSnapshotNotes(dir: BackupDir, notes: string): Promise<void>;
+  isProtected(dir: BackupDir): Promise<boolean>;
+  setProtected(dir: BackupDir, value: boolean): Promise<void>;
+  prune(
+    group: BackupGroup,
+    keep: KeepOptions,
+    options: { dryRun: boolean; observer?: TaskObserver },
+  ): Promise<PruneOutcome>;
+  /** Runs garbage collection to its end; the counters of that run. */
+  garbageCollect(observer?: TaskObserver): Promise<{ upid: string; status: GcStatusData }>;
+  status(): Promise<DatastoreStatus>;
+  /** Where the store lives, when the client can see it (local mode). */
+  readonly path?: string;
 }
 
 export interface OpenRepositoryOptions {
@@ -199,7 +251,7 @@ export function remoteNotSupported(spec: RepositorySpec & { kind: 'remote' }): B
 export async function openRepository(
   spec: RepositorySpec,
   options: OpenRepositoryOptions,
-): Promise<LocalRepository> {
+): Promise<Repository> {
   if (spec.kind === 'remote') throw remoteNotSupported(spec);
   const authId = options.authId ?? localAuthid();
   const ctx = { dirs: options.dirs, ...(options.log === undefined ? {} : { log: options.log }) };
@@ -207,23 +259,5 @@ export async function openRepository(
     spec.kind === 'name'
       ? await DataStore.lookup(spec.store, ctx)
       : await DataStore.openPath(spec.path, ctx);
-  const tasks = options.tasks;
-  return {
-    spec,
-    store,
-    authId,
-    display: spec.text,
-    openWriter: (target) =>
-      openLocalBackupWriter(store, {
-        ns: target.ns,
-        group: target.group,
-        backupTime: target.backupTime,
-        authId,
-        ...(tasks === undefined ? {} : { tasks }),
-        // Writers opened here are only fed by runBackup's pipeline.
-        trustChunks: true,
-      }),
-    openReader: (dir) =>
-      openLocalBackupReader(store, dir, { authId, ...(tasks === undefined ? {} : { tasks }) }),
-  };
+  return new LocalRepository(spec, store, authId, options.tasks);
 }

@@ -124,6 +124,14 @@ export const ERROR_CODES = {
   BACKUP_TIME_NOT_NEWER: code(EXIT.conflict, 400, 'The backup time is not newer than the last backup of the group.'),
   NO_PREVIOUS_BACKUP: code(EXIT.notFound, 400, 'The backup group has no valid previous snapshot to reuse.'),
   CHUNK_NOT_ALLOWED: code(EXIT.denied, 401, 'A chunk was requested that no index downloaded in this reader session references.'),
+
+  // Server and remote client (pbs-protocol §2-§4)
+  AUTH_FAILED: code(EXIT.denied, 401, 'Authentication failed: no, wrong or expired credentials (password, ticket, CSRF token or API token).'),
+  URI_TOO_LONG: code(EXIT.usage, 414, 'The request path and query are longer than the server accepts (3072 bytes).'),
+  UNSUPPORTED_MEDIA_TYPE: code(EXIT.usage, 400, 'The request body has a content type the endpoint does not accept.'),
+  TLS_UNTRUSTED: code(EXIT.denied, 400, "The server's certificate is not trusted: its fingerprint does not match the expected or remembered one."),
+  CONNECTION_FAILED: code(EXIT.failure, 500, 'The server could not be reached, or the connection broke before the request completed.'),
+  REMOTE_ERROR: code(EXIT.failure, 500, 'The server answered a request with an error; the message is the server\'s.'),
 } as const satisfies Record<string, ErrorCodeInfo>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

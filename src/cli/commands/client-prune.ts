@@ -6,13 +6,20 @@
  */
 import type { Command } from 'commander';
 import { KEEP_OPTIONS, checkKeepOptions, type KeepOptions } from '../../datastore/prune.js';
-import { formatGroup } from '../../types/backup.js';
-import { addNamespaceOption, checkGroupOwner, clientContext } from '../client-context.js';
+import type { PruneListItem } from '../../types/api.js';
+import { addNamespaceOption, clientContext } from '../client-context.js';
 import { groupArgument, integerOption } from '../manager-context.js';
-import { renderTable } from '../output.js';
-import { pruneItem, type PruneItem } from './prune.js';
+import { renderTable, snapshotIdentity, type SnapshotIdentity } from '../output.js';
 import { outputFormatOption } from '../run.js';
-import { runForegroundTask } from '../task-display.js';
+import { observeTask } from '../task-display.js';
+import type { BackupGroup } from '../../types/backup.js';
+
+/** PBS's PruneListItem with the snapshot path; after a real prune, whether it was removed. */
+export interface PruneItem extends SnapshotIdentity {
+  keep: boolean;
+  protected: boolean;
+  removed?: boolean;
+}
 
 export interface PruneCommandResult {
   'dry-run': boolean;
@@ -20,20 +27,25 @@ export interface PruneCommandResult {
   snapshots: PruneItem[];
 }
 
+function pruneDisplayItem(group: BackupGroup, item: PruneListItem, dryRun: boolean): PruneItem {
+  return {
+    ...snapshotIdentity({ group, time: item['backup-time'] }),
+    keep: item.keep,
+    protected: item.protected,
+    ...(dryRun ? {} : { removed: !item.keep }),
+  };
+}
+
+const actionOf = (i: PruneItem): string => (i.protected ? 'protected' : i.keep ? 'keep' : 'remove');
+
 export function renderPruneResult(r: PruneCommandResult): string {
   const table = renderTable(
     [
       { header: 'snapshot', value: (i: PruneItem) => i.snapshot },
-      { header: 'action', value: (i) => (i.keep ? i.mark : 'remove') },
+      { header: 'action', value: actionOf },
       ...(r['dry-run']
         ? []
-        : [
-            {
-              header: 'result',
-              value: (i: PruneItem) =>
-                i.error !== undefined ? `error: ${i.error}` : i.removed === true ? 'removed' : '',
-            },
-          ]),
+        : [{ header: 'result', value: (i: PruneItem) => (i.removed === true ? 'removed' : '') }]),
     ],
     r.snapshots,
   );
@@ -68,33 +80,16 @@ export function registerClientPruneCommand(program: Command): void {
       }
       checkKeepOptions(keep);
       const repo = await ctx.repository();
-      const store = repo.store;
-      // A missing group fails before anything starts.
-      await store.listSnapshots(group);
-      if (options.dryRun === true) {
-        const plan = await store.pruneGroup(group, keep, { dryRun: true });
-        ctx.printer.result(
-          { 'dry-run': true, snapshots: plan.map((e) => pruneItem(e, true)) },
-          renderPruneResult,
-        );
-        return;
-      }
-      await checkGroupOwner(repo, group);
-      const { upid, result } = await runForegroundTask(
-        ctx.tasks,
-        ctx.printer,
-        'prune',
-        `${store.name}:${formatGroup(group)}`,
-        (task) =>
-          store.pruneGroup(group, keep, {
-            dryRun: false,
-            log: (line) => task.log(line),
-            warn: (line) => task.warn(line),
-          }),
-        { authId: repo.authId },
+      const dryRun = options.dryRun === true;
+      const { upid, items } = await observeTask(ctx.printer, (observer) =>
+        repo.prune(group, keep, { dryRun, observer }),
       );
       ctx.printer.result(
-        { 'dry-run': false, upid, snapshots: result.map((e) => pruneItem(e, false)) },
+        {
+          'dry-run': dryRun,
+          ...(upid === undefined ? {} : { upid }),
+          snapshots: items.map((item) => pruneDisplayItem(group, item, dryRun)),
+        },
         renderPruneResult,
       );
     });

@@ -1,13 +1,13 @@
 /**
- * `burrow garbage-collect`: proxmox-backup-client's garbage-collect on a local repository. PBS's
- * two-phase GC runs as a `garbage_collection` task (id = the store name); its log lines show as
- * they are written, with a progress bar on a terminal, and the counters are printed at the end.
+ * `burrow garbage-collect`: proxmox-backup-client's garbage-collect. PBS's two-phase GC runs as a
+ * `garbage_collection` task (id = the store name), in this process for a local repository or on
+ * the server; its log lines show as they are written, with a progress bar on a terminal, and the
+ * counters are printed at the end.
  */
 import type { Command } from 'commander';
-import { garbageCollection } from '../../datastore/gc.js';
 import { clientContext } from '../client-context.js';
 import { outputFormatOption } from '../run.js';
-import { runForegroundTask } from '../task-display.js';
+import { observeTask } from '../task-display.js';
 import { renderGcStatus } from './garbage-collection.js';
 
 export function registerGarbageCollectCommand(program: Command): void {
@@ -18,14 +18,9 @@ export function registerGarbageCollectCommand(program: Command): void {
     .action(async (options: { outputFormat: string }, command: Command) => {
       const ctx = clientContext(command, options);
       const repo = await ctx.repository();
-      const { upid, result } = await runForegroundTask(
-        ctx.tasks,
-        ctx.printer,
-        'garbage_collection',
-        repo.store.name,
-        (task) => garbageCollection(repo.store, task),
-        { authId: repo.authId },
+      const { upid, status } = await observeTask(ctx.printer, (observer) =>
+        repo.garbageCollect(observer),
       );
-      ctx.printer.result({ ...result, upid }, renderGcStatus);
+      ctx.printer.result({ ...status, upid }, renderGcStatus);
     });
 }

@@ -3,61 +3,33 @@
  * count, files and owner (proxmox-backup-client list; the JSON items are PBS's GroupListItem).
  */
 import type { Command } from 'commander';
-import type { DataStore } from '../../datastore/datastore.js';
 import { MANIFEST_BLOB_NAME } from '../../format/manifest.js';
-import { formatAuthid } from '../../types/auth.js';
+import type { GroupListItem as ApiGroupListItem } from '../../types/api.js';
 import {
-  formatGroup,
   formatBackupTime,
+  formatGroup,
   namespaceToString,
-  type BackupGroup,
+  type BackupNamespace,
+  type BackupType,
 } from '../../types/backup.js';
 import { addNamespaceOption, clientContext, namespaceOf } from '../client-context.js';
 import { renderTable } from '../output.js';
 import { outputFormatOption } from '../run.js';
 
-export interface GroupListItem {
+/** PBS's GroupListItem, plus the group path and namespace for people and scripts. */
+export interface GroupListItem extends ApiGroupListItem {
   group: string;
   ns?: string;
-  'backup-type': string;
-  'backup-id': string;
-  /** Time of the newest finished snapshot. */
-  'last-backup'?: number;
-  'backup-count': number;
-  /** Files of the newest finished snapshot. */
-  files: string[];
-  owner?: string;
-  comment?: string;
 }
 
 const stripExtension = (name: string): string => name.replace(/\.(blob|didx|fidx)$/, '');
 
-export async function groupListItem(store: DataStore, group: BackupGroup): Promise<GroupListItem> {
-  const snapshots = await store.listSnapshots(group);
-  const newest = [...snapshots].reverse().find((s) => s.finished && s.error === undefined);
-  let owner: string | undefined;
-  try {
-    owner = formatAuthid(await store.getOwner(group));
-  } catch {
-    // A group without a readable owner file is still listed.
-  }
-  let comment = '';
-  try {
-    comment = (await store.getGroupNotes(group)).split('\n', 1)[0] ?? '';
-  } catch {
-    // Notes are decoration.
-  }
-  const ns = namespaceToString(group.ns);
+export function groupDisplayItem(ns: BackupNamespace, item: ApiGroupListItem): GroupListItem {
+  const nsText = namespaceToString(ns);
   return {
-    group: formatGroup(group),
-    ...(ns === '' ? {} : { ns }),
-    'backup-type': group.type,
-    'backup-id': group.id,
-    ...(newest === undefined ? {} : { 'last-backup': newest.dir.time }),
-    'backup-count': snapshots.length,
-    files: newest === undefined ? [] : [...newest.files].sort(),
-    ...(owner === undefined ? {} : { owner }),
-    ...(comment === '' ? {} : { comment }),
+    group: formatGroup({ ns, type: item['backup-type'] as BackupType, id: item['backup-id'] }),
+    ...(nsText === '' ? {} : { ns: nsText }),
+    ...item,
   };
 }
 
@@ -95,9 +67,8 @@ export function registerListCommand(program: Command): void {
     .action(async (options: { outputFormat: string; ns?: string }, command: Command) => {
       const ctx = clientContext(command, options);
       const repo = await ctx.repository();
-      const items: GroupListItem[] = [];
-      for (const group of await repo.store.listGroups(namespaceOf(options)))
-        items.push(await groupListItem(repo.store, group));
+      const ns = namespaceOf(options);
+      const items = (await repo.listGroups(ns)).map((item) => groupDisplayItem(ns, item));
       ctx.printer.result(items, renderGroupList);
     });
 }

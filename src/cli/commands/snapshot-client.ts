@@ -4,20 +4,10 @@
  * for its group's owner (or root), as PBS allows its owner.
  */
 import type { Command } from 'commander';
-import type { SnapshotInfo } from '../../datastore/backup-info.js';
-import type { DataStore } from '../../datastore/datastore.js';
-import { parseVerifyState } from '../../datastore/verify-filter.js';
-import { KEY_FINGERPRINT_KEY, MANIFEST_BLOB_NAME } from '../../format/manifest.js';
-import { formatUpid } from '../../format/upid.js';
-import { formatAuthid } from '../../types/auth.js';
-import { formatSnapshot, type BackupDir, type BackupGroup } from '../../types/backup.js';
-import type { CryptMode } from '../../types/crypt-mode.js';
-import {
-  addNamespaceOption,
-  checkGroupOwner,
-  clientContext,
-  namespaceOf,
-} from '../client-context.js';
+import { snapshotIsFinished } from '../../datastore/api-listing.js';
+import type { BackupContent, SnapshotListItem as ApiSnapshotListItem } from '../../types/api.js';
+import { formatSnapshot, type BackupNamespace, type BackupType } from '../../types/backup.js';
+import { addNamespaceOption, clientContext, namespaceOf } from '../client-context.js';
 import { groupArgument, parseBooleanText, snapshotArgument } from '../manager-context.js';
 import {
   humanBytes,
@@ -28,93 +18,27 @@ import {
 } from '../output.js';
 import { outputFormatOption } from '../run.js';
 
-/** A file of a snapshot, as PBS's BackupContent. */
-export interface BackupContent {
-  filename: string;
-  size?: number;
-  'crypt-mode'?: CryptMode;
-}
+export type { BackupContent } from '../../types/api.js';
 
-/** PBS's SnapshotListItem, plus the snapshot path, whether it finished, and a read error. */
-export interface SnapshotListItem extends SnapshotIdentity {
+/** PBS's SnapshotListItem, plus the snapshot path and whether it finished. */
+export interface SnapshotListItem extends SnapshotIdentity, ApiSnapshotListItem {
   finished: boolean;
-  protected: boolean;
-  files: BackupContent[];
-  size?: number;
-  comment?: string;
-  verification?: { state: string; upid: string };
-  fingerprint?: string;
-  owner?: string;
-  error?: string;
 }
 
-/** The files of a finished snapshot from its manifest (the manifest itself first, as PBS lists it). */
-async function manifestFiles(
-  store: DataStore,
-  dir: BackupDir,
-): Promise<{ files: BackupContent[]; notes: string; verify: unknown; fingerprint?: string }> {
-  const { manifest, raw } = await store.loadManifest(dir);
-  const files: BackupContent[] = [
-    {
-      filename: MANIFEST_BLOB_NAME,
-      size: raw.byteLength,
-      'crypt-mode': manifestCryptMode(manifest.signature),
-    },
-    ...manifest.files.map((f) => ({
-      filename: f.filename,
-      size: f.size,
-      'crypt-mode': f.cryptMode,
-    })),
-  ];
-  const notes = manifest.unprotected['notes'];
-  const fingerprint = manifest.unprotected[KEY_FINGERPRINT_KEY];
-  return {
-    files,
-    notes: typeof notes === 'string' ? notes : '',
-    verify: manifest.unprotected['verify_state'],
-    ...(typeof fingerprint === 'string' ? { fingerprint } : {}),
+export function snapshotDisplayItem(
+  ns: BackupNamespace,
+  item: ApiSnapshotListItem,
+): SnapshotListItem {
+  const dir = {
+    group: { ns, type: item['backup-type'] as BackupType, id: item['backup-id'] },
+    time: item['backup-time'],
   };
-}
-
-/** PBS shows the manifest as sign-only when it carries a signature. */
-const manifestCryptMode = (signature: string | null): CryptMode =>
-  signature === null ? 'none' : 'sign-only';
-
-export async function snapshotListItem(
-  store: DataStore,
-  info: SnapshotInfo,
-  owner: string | undefined,
-): Promise<SnapshotListItem> {
-  const item: SnapshotListItem = {
-    ...snapshotIdentity(info.dir),
-    finished: info.finished,
-    protected: info.protected,
-    files: info.files.map((filename) => ({ filename })),
-    ...(owner === undefined ? {} : { owner }),
-  };
-  if (info.error !== undefined) item.error = info.error;
-  if (!info.finished || info.error !== undefined) return item;
-  try {
-    const m = await manifestFiles(store, info.dir);
-    item.files = m.files;
-    item.size = m.files.reduce((sum, f) => sum + (f.size ?? 0), 0);
-    const comment = m.notes.split('\n', 1)[0] ?? '';
-    if (comment !== '') item.comment = comment;
-    const verify = parseVerifyState(m.verify);
-    if (verify !== undefined)
-      item.verification = { state: verify.state, upid: formatUpid(verify.upid) };
-    if (m.fingerprint !== undefined) item.fingerprint = m.fingerprint;
-  } catch (error) {
-    // A damaged manifest must not hide the snapshot, nor the others.
-    item.error = error instanceof Error ? error.message : String(error);
-  }
-  return item;
+  return { ...snapshotIdentity(dir), finished: snapshotIsFinished(item), ...item };
 }
 
 const stripExtension = (name: string): string => name.replace(/\.(blob|didx|fidx)$/, '');
 
 function stateOf(s: SnapshotListItem): string {
-  if (s.error !== undefined) return 'damaged';
   if (!s.finished) return 'unfinished';
   return s.verification?.state ?? '';
 }
@@ -140,14 +64,6 @@ export function renderSnapshotList(items: readonly SnapshotListItem[]): string {
   );
 }
 
-async function ownerText(store: DataStore, group: BackupGroup): Promise<string | undefined> {
-  try {
-    return formatAuthid(await store.getOwner(group));
-  } catch {
-    return undefined;
-  }
-}
-
 type NsOptions = { outputFormat: string; ns?: string };
 
 /** A command with `--ns` and `--output-format`. */
@@ -167,16 +83,11 @@ export function registerClientSnapshotCommands(program: Command): void {
   ).action(async (groupText: string | undefined, options: NsOptions, command: Command) => {
     const ctx = clientContext(command, options);
     const repo = await ctx.repository();
-    const groups =
-      groupText === undefined
-        ? await repo.store.listGroups(namespaceOf(options))
-        : [groupArgument(groupText, options.ns)];
-    const items: SnapshotListItem[] = [];
-    for (const group of groups) {
-      const owner = await ownerText(repo.store, group);
-      for (const info of await repo.store.listSnapshots(group))
-        items.push(await snapshotListItem(repo.store, info, owner));
-    }
+    const group = groupText === undefined ? undefined : groupArgument(groupText, options.ns);
+    const ns = group?.ns ?? namespaceOf(options);
+    const items = (await repo.listSnapshots(ns, group)).map((item) =>
+      snapshotDisplayItem(ns, item),
+    );
     ctx.printer.result(items, renderSnapshotList);
   });
 
@@ -189,10 +100,7 @@ export function registerClientSnapshotCommands(program: Command): void {
     const ctx = clientContext(command, options);
     const dir = snapshotArgument(text, options.ns);
     const repo = await ctx.repository();
-    const info = await repo.store.snapshotInfo(dir);
-    const files: BackupContent[] = info.finished
-      ? (await manifestFiles(repo.store, dir)).files
-      : info.files.map((filename) => ({ filename }));
+    const files = await repo.snapshotFiles(dir);
     ctx.printer.result(files, (list) =>
       renderTable(
         [
@@ -218,9 +126,7 @@ export function registerClientSnapshotCommands(program: Command): void {
     const ctx = clientContext(command, options);
     const dir = snapshotArgument(text, options.ns);
     const repo = await ctx.repository();
-    await repo.store.snapshotInfo(dir);
-    await checkGroupOwner(repo, dir.group);
-    await repo.store.removeBackupDir(dir, false);
+    await repo.forgetSnapshot(dir);
     ctx.printer.result(
       { snapshot: formatSnapshot(dir), removed: true },
       (r) => `removed snapshot ${r.snapshot}`,
@@ -237,7 +143,7 @@ export function registerClientSnapshotCommands(program: Command): void {
     const ctx = clientContext(command, options);
     const dir = snapshotArgument(text, options.ns);
     const repo = await ctx.repository();
-    const value = await repo.store.getSnapshotNotes(dir);
+    const value = await repo.snapshotNotes(dir);
     ctx.printer.result({ snapshot: formatSnapshot(dir), notes: value }, (r) => r.notes);
   });
   withCommon(
@@ -250,11 +156,9 @@ export function registerClientSnapshotCommands(program: Command): void {
     const ctx = clientContext(command, options);
     const dir = snapshotArgument(text, options.ns);
     const repo = await ctx.repository();
-    await repo.store.snapshotInfo(dir);
-    await checkGroupOwner(repo, dir.group);
-    await repo.store.setSnapshotNotes(dir, value);
+    await repo.setSnapshotNotes(dir, value);
     ctx.printer.result(
-      { snapshot: formatSnapshot(dir), notes: await repo.store.getSnapshotNotes(dir) },
+      { snapshot: formatSnapshot(dir), notes: await repo.snapshotNotes(dir) },
       (r) => `updated the notes of ${r.snapshot}`,
     );
   });
@@ -276,9 +180,8 @@ export function registerClientSnapshotCommands(program: Command): void {
     const ctx = clientContext(command, options);
     const dir = snapshotArgument(text, options.ns);
     const repo = await ctx.repository();
-    await repo.store.snapshotInfo(dir);
     ctx.printer.result(
-      { snapshot: formatSnapshot(dir), protected: await repo.store.isProtected(dir) },
+      { snapshot: formatSnapshot(dir), protected: await repo.isProtected(dir) },
       renderProtected,
     );
   });
@@ -293,11 +196,9 @@ export function registerClientSnapshotCommands(program: Command): void {
     const dir = snapshotArgument(text, options.ns);
     const wanted = parseBooleanText('protected', value);
     const repo = await ctx.repository();
-    await repo.store.snapshotInfo(dir);
-    await checkGroupOwner(repo, dir.group);
-    await repo.store.setProtected(dir, wanted);
+    await repo.setProtected(dir, wanted);
     ctx.printer.result(
-      { snapshot: formatSnapshot(dir), protected: await repo.store.isProtected(dir) },
+      { snapshot: formatSnapshot(dir), protected: await repo.isProtected(dir) },
       renderProtected,
     );
   });

@@ -4,21 +4,17 @@
  * backup type, in every namespace.
  */
 import type { Command } from 'commander';
-import { statfs } from 'node:fs/promises';
-import { BACKUP_TYPES, ROOT_NAMESPACE, type BackupType } from '../../types/backup.js';
+import type { TypeCounts } from '../../types/api.js';
+import { BACKUP_TYPES, type BackupType } from '../../types/backup.js';
 import { clientContext } from '../client-context.js';
 import { humanBytes, renderKeyValues } from '../output.js';
 import { outputFormatOption } from '../run.js';
 
-export interface TypeCounts {
-  groups: number;
-  snapshots: number;
-}
-
 export interface StatusResult {
   repository: string;
   store: string;
-  path: string;
+  /** The datastore directory, when the client sees it (local mode). */
+  path?: string;
   /** Bytes of the file system. */
   total: number;
   /** Bytes in use (total minus free blocks). */
@@ -37,7 +33,7 @@ function withPercent(value: number, total: number): string {
 export function renderStatus(s: StatusResult): string {
   const rows: Array<[string, string | number]> = [
     ['repository', s.repository],
-    ['path', s.path],
+    ...(s.path === undefined ? [] : [['path', s.path] as [string, string]]),
     ['total', humanBytes(s.total)],
     ['used', withPercent(s.used, s.total)],
     ['avail', withPercent(s.avail, s.total)],
@@ -57,26 +53,17 @@ export function registerStatusCommand(program: Command): void {
     .action(async (options: { outputFormat: string }, command: Command) => {
       const ctx = clientContext(command, options);
       const repo = await ctx.repository();
-      const store = repo.store;
-      const fs = await statfs(store.base);
-      const total = fs.blocks * fs.bsize;
+      const status = await repo.status();
       const counts = Object.fromEntries(
-        BACKUP_TYPES.map((t) => [t, { groups: 0, snapshots: 0 }]),
+        BACKUP_TYPES.map((t) => [t, status.counts?.[t] ?? { groups: 0, snapshots: 0 }]),
       ) as Record<BackupType, TypeCounts>;
-      for (const ns of await store.listNamespaces(ROOT_NAMESPACE)) {
-        for (const group of await store.listGroups(ns)) {
-          const c = counts[group.type];
-          c.groups++;
-          c.snapshots += (await store.listSnapshots(group)).length;
-        }
-      }
       const result: StatusResult = {
         repository: repo.display,
-        store: store.name,
-        path: store.base,
-        total,
-        used: total - fs.bfree * fs.bsize,
-        avail: fs.bavail * fs.bsize,
+        store: repo.storeName,
+        ...(repo.path === undefined ? {} : { path: repo.path }),
+        total: status.total,
+        used: status.used,
+        avail: status.avail,
         counts,
       };
       ctx.printer.result(result, renderStatus);
