@@ -1,12 +1,16 @@
 #!/usr/bin/env node
 /** `burrow-manager`: the admin CLI, mirroring proxmox-backup-manager. */
 import { Command } from 'commander';
+import { registerAclCommands } from './commands/acl.js';
+import { registerCertCommands } from './commands/cert.js';
 import { registerDatastoreCommands } from './commands/datastore.js';
 import { registerGarbageCollectionCommands } from './commands/garbage-collection.js';
 import { registerNamespaceCommands } from './commands/namespace.js';
 import { registerPruneCommand } from './commands/prune.js';
+import { registerServeCommand } from './commands/serve.js';
 import { registerSnapshotCommands } from './commands/snapshot.js';
 import { registerTaskCommands } from './commands/task.js';
+import { registerUserCommands } from './commands/user.js';
 import { registerVerifyCommand } from './commands/verify.js';
 import { registerVersionsCommand } from './commands/versions.js';
 import { addDirectoryOptions } from './manager-context.js';
@@ -27,6 +31,10 @@ export function buildManagerProgram(): Command {
   registerSnapshotCommands(program);
   registerTaskCommands(program);
   registerVersionsCommand(program);
+  registerUserCommands(program);
+  registerAclCommands(program);
+  registerCertCommands(program);
+  registerServeCommand(program);
   return program;
 }
 

@@ -9,7 +9,13 @@ import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { openRepository, repositoryFromOptions, type Repository } from '../client/repository.js';
+import { PASSWORD_ENV } from '../client/remote/http-client.js';
+import {
+  DEFAULT_REMOTE_AUTHID,
+  openRepository,
+  repositoryFromOptions,
+  type Repository,
+} from '../client/repository.js';
 import { snapshotIsFinished } from '../datastore/api-listing.js';
 import { readKeyConfigFile } from '../client/key-file.js';
 import { CryptConfig } from '../crypto/crypt-config.js';
@@ -70,7 +76,18 @@ export function clientContext(command: Command, options: { outputFormat?: string
     dirs,
     printer: printerFor(options),
     tasks,
-    repository: async () => openRepository(repositoryFromOptions(repository), { dirs, tasks }),
+    repository: async () => {
+      const spec = repositoryFromOptions(repository);
+      const authId = spec.kind === 'remote' ? (spec.authId ?? DEFAULT_REMOTE_AUTHID) : '';
+      return openRepository(spec, {
+        dirs,
+        tasks,
+        remote: {
+          readPassword: () => readPassphrase(`Password for "${authId}"`, PASSWORD_ENV),
+          warn: (message) => process.stderr.write(`warning: ${message}\n`),
+        },
+      });
+    },
   };
 }
 

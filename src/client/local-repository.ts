@@ -8,6 +8,7 @@ import {
   datastoreStatus,
   groupSnapshotList,
   groupListItem,
+  readOwner,
   snapshotFiles,
 } from '../datastore/api-listing.js';
 import { BackupSession } from '../datastore/backup-session.js';
@@ -259,7 +260,7 @@ export class LocalRepository implements Repository {
   async listGroups(ns: BackupNamespace): Promise<GroupListItem[]> {
     const items: GroupListItem[] = [];
     for (const group of await this.store.listGroups(ns))
-      items.push(await groupListItem(this.store, group));
+      items.push(await groupListItem(this.store, group, await readOwner(this.store, group)));
     return items;
   }
 

@@ -131,12 +131,15 @@ describe('openRepository', () => {
     expect(relativeRepo.path).toBe(fx.store.base);
   });
 
-  it('reports a missing store as NOT_FOUND and refuses remote ones, saying why', async () => {
+  it('reports a missing store as NOT_FOUND; a remote one without a password says how to give it', async () => {
     expect(
       await rejectionCodeOf(openRepository(parseRepository('nosuch'), { dirs: fx.dirs })),
     ).toBe('NOT_FOUND');
-    const remote = openRepository(parseRepository('root@pam@pbs:store'), { dirs: fx.dirs });
-    await expect(remote).rejects.toThrow(/remote repositories need the server/);
+    const remote = openRepository(parseRepository('root@pam@pbs:store'), {
+      dirs: fx.dirs,
+      remote: { env: {} },
+    });
+    await expect(remote).rejects.toThrow(/no password for root@pam: set PBS_PASSWORD/);
     expect(await rejectionCodeOf(remote)).toBe('INVALID_ARGUMENT');
   });
 

@@ -2,10 +2,9 @@
  * Where a backup goes: PBS's `--repository` / `PBS_REPOSITORY`. Burrow reads three forms:
  * a datastore name from datastore.cfg (`store1`), a datastore directory given by a path that
  * starts with `/` or `.` (`/srv/backup`, `./store`), and PBS's remote form
- * `[[user@realm[!token]@]host[:port]:]store`. Remote repositories are parsed, so the message can
- * say what was meant, and refused until the client speaks HTTP/2 (issue 6); both local forms open
- * the datastore directly and write through the same BackupWriter / BackupReader interfaces the
- * remote client will implement.
+ * `[[user@realm[!token]@]host[:port]:]store` (a bare name is a local datastore in Burrow, where
+ * PBS's client would mean `localhost:<name>`). Both local forms open the datastore directly; the
+ * remote form talks to a server (remote/). Either way the commands see one Repository interface.
  */
 import { userInfo } from 'node:os';
 import { DataStore } from '../datastore/datastore.js';
@@ -30,6 +29,8 @@ import type {
 } from '../types/api.js';
 import type { BackupReader, BackupWriter } from './backup-writer.js';
 import { LocalRepository } from './local-repository.js';
+import { PbsHttpClient, type PbsConnectOptions } from './remote/http-client.js';
+import { ServerRepository } from './remote/server-repository.js';
 
 /** The environment variable PBS's client reads the repository from. */
 export const REPOSITORY_ENV = 'PBS_REPOSITORY';
@@ -235,24 +236,27 @@ export interface OpenRepositoryOptions {
   /** Default localAuthid(). */
   authId?: Authid;
   log?: (line: string) => void;
+  /** How a remote repository asks for what the environment does not give (terminal prompts). */
+  remote?: Pick<PbsConnectOptions, 'readPassword' | 'prompt' | 'fingerprint' | 'env' | 'warn'>;
 }
 
-export function remoteNotSupported(spec: RepositorySpec & { kind: 'remote' }): BurrowError {
-  const who = spec.authId === undefined ? '' : ` as ${spec.authId}`;
-  return new BurrowError(
-    'INVALID_ARGUMENT',
-    `repository ${JSON.stringify(spec.text)} is on a server (${spec.host}${spec.port === undefined ? '' : `:${spec.port}`}, datastore ${spec.store}${who}): ` +
-      'remote repositories need the server, which Burrow does not have yet; ' +
-      'give a local datastore name from datastore.cfg or a path starting with / or .',
-    { details: { repository: spec.text } },
-  );
-}
+/** PBS's client acts as root@pam when the repository names no user. */
+export const DEFAULT_REMOTE_AUTHID = 'root@pam';
 
 export async function openRepository(
   spec: RepositorySpec,
   options: OpenRepositoryOptions,
 ): Promise<Repository> {
-  if (spec.kind === 'remote') throw remoteNotSupported(spec);
+  if (spec.kind === 'remote') {
+    const authId = spec.authId ?? DEFAULT_REMOTE_AUTHID;
+    const client = await PbsHttpClient.connect({
+      host: spec.host,
+      ...(spec.port === undefined ? {} : { port: spec.port }),
+      authId,
+      ...options.remote,
+    });
+    return new ServerRepository(spec, spec.store, parseAuthid(authId), client);
+  }
   const authId = options.authId ?? localAuthid();
   const ctx = { dirs: options.dirs, ...(options.log === undefined ? {} : { log: options.log }) };
   const store =

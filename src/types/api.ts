@@ -17,8 +17,8 @@ export interface BackupContent {
 export interface GroupListItem {
   'backup-type': string;
   'backup-id': string;
-  /** Time of the newest finished snapshot. */
-  'last-backup'?: number;
+  /** Time of the newest finished snapshot (of the only snapshot when there is one); 0 for none. */
+  'last-backup': number;
   'backup-count': number;
   /** Files of the newest finished snapshot. */
   files: string[];

@@ -7,17 +7,15 @@
  * real process. The steps build on each other, so they run in order.
  */
 import { spawn } from 'node:child_process';
-import { createHash, generateKeyPair, randomBytes } from 'node:crypto';
+import { generateKeyPair, randomBytes } from 'node:crypto';
 import {
   chmodSync,
   existsSync,
   linkSync,
-  lstatSync,
   mkdirSync,
   mkdtempSync,
   readFileSync,
   readdirSync,
-  readlinkSync,
   rmSync,
   statSync,
   symlinkSync,
@@ -30,14 +28,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DynamicIndex } from '../../src/format/dynamic-index.js';
-import {
-  lGetXattr,
-  lSetXattr,
-  mknod,
-  nativeAvailable,
-  setTimesNs,
-} from '../../src/lib/native-fs.js';
+import { lSetXattr, mknod, nativeAvailable, setTimesNs } from '../../src/lib/native-fs.js';
 import { fixtureTmpDir } from '../helpers/store-fixture.js';
+import { treeOf } from '../helpers/tree-state.js';
 import { REPO_ROOT, runCli, type CliResult } from './run-cli.js';
 
 const STORE = 'e2e';
@@ -106,34 +99,6 @@ interface FileJson {
   filename: string;
   size?: number;
   'crypt-mode'?: string;
-}
-
-/** Every entry below `root` with what a restore must keep: kind and mode, owner, mtime, links, content, an xattr. */
-function treeOf(root: string, ignore: readonly string[] = []): Map<string, string> {
-  const out = new Map<string, string>();
-  const walk = (rel: string): void => {
-    const path = rel === '' ? root : join(root, rel);
-    const st = lstatSync(path, { bigint: true });
-    let detail = '';
-    if (st.isFile()) detail = createHash('sha256').update(readFileSync(path)).digest('hex');
-    else if (st.isSymbolicLink()) detail = readlinkSync(path);
-    const xattr =
-      nativeAvailable() && !st.isSymbolicLink() ? lGetXattr(path, Buffer.from('user.tag')) : null;
-    out.set(
-      rel,
-      [st.mode, st.uid, st.gid, st.isSymbolicLink() ? '' : st.mtimeNs, st.nlink, st.size, detail]
-        .concat(xattr === null ? [] : [xattr.toString()])
-        .join(' '),
-    );
-    if (st.isDirectory()) {
-      for (const name of readdirSync(path).sort()) {
-        const child = rel === '' ? name : `${rel}/${name}`;
-        if (!ignore.includes(child)) walk(child);
-      }
-    }
-  };
-  walk('');
-  return out;
 }
 
 /** Every chunk file of the store (hex names). */
@@ -606,10 +571,13 @@ describe('images, blobs and dry runs', () => {
 });
 
 describe('repositories, status, benchmark', () => {
-  it('takes a path, refuses remote and missing repositories, reports status and a prune plan', async () => {
+  it('takes a path, reports an unreachable server and a missing repository, status and a prune plan', async () => {
     const [byPath, remote, none, status, bench, plan, pubkey] = await Promise.all([
       json<Array<{ group: string }>>(['list', '--repository', storePath]),
-      burrow(['list', '--repository', 'root@pam@backup.example.com:8007:store1']),
+      // Nothing listens on port 1: the remote form is tried and the refusal reported.
+      burrow(['list', '--repository', 'root@pam@127.0.0.1:1:store1'], {
+        env: { PBS_PASSWORD: 'x' },
+      }),
       burrow(['list'], { env: { PBS_REPOSITORY: undefined } }),
       json<{
         total: number;
@@ -632,8 +600,8 @@ describe('repositories, status, benchmark', () => {
       ]),
     ]);
     expect(byPath.map((g) => g.group)).toContain('host/e2e');
-    expect(remote.status).toBe(2);
-    expect(remote.stderr).toContain('remote repositories need the server');
+    expect(remote.status).toBe(1);
+    expect(remote.stderr).toContain('ECONNREFUSED');
     expect(none.status).toBe(2);
     expect(none.stderr).toContain('PBS_REPOSITORY');
     expect(status.total).toBeGreaterThan(0);

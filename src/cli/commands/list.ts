@@ -40,7 +40,7 @@ export function renderGroupList(items: readonly GroupListItem[]): string {
       {
         header: 'last snapshot',
         value: (g) =>
-          g['last-backup'] === undefined
+          g['last-backup'] === 0
             ? ''
             : `${g['backup-type']}/${g['backup-id']}/${formatBackupTime(g['last-backup'])}`,
       },
