@@ -227,6 +227,8 @@ export interface Repository {
   status(): Promise<DatastoreStatus>;
   /** Where the store lives, when the client can see it (local mode). */
   readonly path?: string;
+  /** Upload throughput to the server in bytes per second (remote mode: PBS's TLS benchmark). */
+  uploadSpeed?(seconds: number): Promise<number>;
 }
 
 export interface OpenRepositoryOptions {

@@ -235,6 +235,60 @@ describe('burrow in remote mode against burrow-manager serve', () => {
     }
   });
 
+  it('runs the other client commands remotely: files, notes, protection, catalog, prune, status, benchmark', async () => {
+    const id = backupToken.tokenid;
+    const secret = backupToken.value;
+    const snap = snapshotName('e2e', T1);
+    const files = await json<Array<{ filename: string; size?: number }>>(id, secret, [
+      'snapshot',
+      'files',
+      snap,
+    ]);
+    expect(files.map((f) => f.filename).sort()).toEqual([
+      'catalog.pcat1.didx',
+      'index.json.blob',
+      'root.pxar.didx',
+    ]);
+    ok(
+      await burrow(id, secret, ['snapshot', 'notes', 'update', snap, 'first backup\nmore']),
+      'notes',
+    );
+    const notes = await json<{ notes: string }>(id, secret, ['snapshot', 'notes', 'show', snap]);
+    expect(notes.notes).toBe('first backup\nmore');
+    ok(await burrow(id, secret, ['snapshot', 'protected', 'update', snap, 'true']), 'protect');
+    const listed = await json<Array<{ protected: boolean; comment?: string }>>(id, secret, [
+      'snapshot',
+      'list',
+    ]);
+    expect(listed[0]).toMatchObject({ protected: true, comment: 'first backup' });
+    ok(await burrow(id, secret, ['snapshot', 'protected', 'update', snap, 'false']), 'unprotect');
+    const dump = ok(await burrow(id, secret, ['catalog', 'dump', snap]), 'catalog dump');
+    expect(dump.stdout).toContain('sub/deeper/file');
+    const plan = await json<{
+      'dry-run': boolean;
+      snapshots: Array<{ snapshot: string; keep: boolean }>;
+    }>('root@pam', rootPassword, ['prune', 'host/e2e', '--keep-last', '1', '--dry-run']);
+    expect(plan.snapshots).toEqual([expect.objectContaining({ snapshot: snap, keep: true })]);
+    const status = await json<{ total: number; counts: Record<string, { groups: number }> }>(
+      id,
+      secret,
+      ['status'],
+    );
+    expect(status.total).toBeGreaterThan(0);
+    expect(status.counts['host']?.groups).toBe(1);
+    const bench = await json<{ tls: { speed?: number } }>(id, secret, [
+      'benchmark',
+      '--duration',
+      '0.05',
+    ]);
+    expect(bench.tls.speed).toBeGreaterThan(0);
+    // The benchmark session's snapshot (and its new group) does not stay.
+    await until(
+      'the benchmark group to go',
+      () => !existsSync(join(storePath, 'host', 'benchmark')),
+    );
+  });
+
   it('refuses a user without the privilege with 403', async () => {
     const [backup, list] = await Promise.all([
       burrow('bob@pbs', 'bob-secret-22', ['backup', `root.pxar:${src}`, '--backup-id', 'bob']),

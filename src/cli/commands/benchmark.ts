@@ -3,8 +3,10 @@
  * proxmox-backup-client's benchmark measures it: SHA-256, zstd level 1 compression and
  * decompression, chunk verification (decode + digest) and AES-256-GCM encryption over 1 MiB of
  * the same pseudo-random bytes, each for a fixed time, shown with the percentage of PBS's 2020
- * reference machine (AMD Ryzen 7 2700X). Burrow adds the content-defined chunker. The upload
- * (TLS) test needs a server and is shown as not tested.
+ * reference machine (AMD Ryzen 7 2700X). Burrow adds the content-defined chunker. With a remote
+ * repository (`--repository` or PBS_REPOSITORY naming a server) it also measures the upload
+ * speed to the server through a backup session, as PBS's TLS test does; otherwise that row shows
+ * "not tested".
  */
 import type { Command } from 'commander';
 import { createHash, randomBytes } from 'node:crypto';
@@ -14,7 +16,9 @@ import { computeChunkDigest, encodeBlob, verifyUnencrypted } from '../../format/
 import { zstdCompress, zstdDecompress } from '../../format/zstd.js';
 import { BurrowError } from '../../lib/errors.js';
 import { renderTable } from '../output.js';
-import { outputFormatOption, printerFor } from '../run.js';
+import { REPOSITORY_ENV, parseRepository } from '../../client/repository.js';
+import { clientContext } from '../client-context.js';
+import { outputFormatOption } from '../run.js';
 
 /** One measurement: bytes per second (absent when not tested) and the reference's speed. */
 export interface Speed {
@@ -146,8 +150,17 @@ export function registerBenchmarkCommand(program: Command): void {
       1,
     )
     .addOption(outputFormatOption())
-    .action((options: { duration: number; outputFormat: string }) => {
-      const printer = printerFor(options);
-      printer.result(runBenchmark(options.duration), renderBenchmark);
+    .action(async (options: { duration: number; outputFormat: string }, command: Command) => {
+      const ctx = clientContext(command, options);
+      const result = runBenchmark(options.duration);
+      const { repository } = command.optsWithGlobals<{ repository?: string }>();
+      const text = repository ?? process.env[REPOSITORY_ENV];
+      if (text !== undefined && text !== '' && parseRepository(text).kind === 'remote') {
+        const repo = await ctx.repository();
+        // PBS measures the upload for 5 seconds; --duration scales it like the other tests.
+        if (repo.uploadSpeed !== undefined)
+          result.tls.speed = await repo.uploadSpeed(options.duration * 5);
+      }
+      ctx.printer.result(result, renderBenchmark);
     });
 }

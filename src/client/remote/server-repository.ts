@@ -5,6 +5,7 @@
  * so every `burrow` command runs unchanged against a server; the server checks permissions and
  * ownership, and its messages come back as the command's errors.
  */
+import { randomBytes } from 'node:crypto';
 import type { GcStatusData } from '../../datastore/gc-status.js';
 import { KEEP_OPTIONS, type KeepOptions } from '../../datastore/prune.js';
 import { BurrowError } from '../../lib/errors.js';
@@ -17,6 +18,7 @@ import type {
 } from '../../types/api.js';
 import type { Authid } from '../../types/auth.js';
 import {
+  ROOT_NAMESPACE,
   namespaceToString,
   type BackupDir,
   type BackupGroup,
@@ -33,6 +35,9 @@ import type {
 import type { PbsHttpClient } from './http-client.js';
 import { openRemoteBackupReader, openRemoteBackupWriter } from './remote-repository.js';
 import type { QueryParams } from './remote-errors.js';
+
+/** The body of one speed-test upload, as PBS's client sends it. */
+const SPEEDTEST_BODY_SIZE = 4 * 1024 * 1024;
 
 /** How often a running task's log is fetched while the client follows it. */
 const TASK_POLL_MS = 500;
@@ -185,6 +190,33 @@ export class ServerRepository implements Repository {
   async status(): Promise<DatastoreStatus> {
     const path = this.#path('status');
     return asObject<DatastoreStatus>(await this.#client.get(path, { verbose: true }), path);
+  }
+
+  /**
+   * PBS's TLS upload test: a `host/benchmark` backup session (removed by the server when it ends)
+   * receiving 4 MiB bodies at `/speedtest` for `seconds`; bytes per second.
+   */
+  async uploadSpeed(seconds: number): Promise<number> {
+    const writer = await openRemoteBackupWriter(this.#client, {
+      store: this.storeName,
+      group: { ns: ROOT_NAMESPACE, type: 'host', id: 'benchmark' },
+      backupTime: Math.floor(Date.now() / 1000),
+      benchmark: true,
+    });
+    try {
+      const body = randomBytes(SPEEDTEST_BODY_SIZE);
+      const start = performance.now();
+      let sent = 0;
+      let elapsed = 0;
+      do {
+        await writer.session.upload('/speedtest', {}, body);
+        sent += body.byteLength;
+        elapsed = (performance.now() - start) / 1000;
+      } while (elapsed < seconds);
+      return sent / elapsed;
+    } finally {
+      await writer.close();
+    }
   }
 
   /**
