@@ -55,7 +55,7 @@ export const DEFAULT_MASTER_PUBKEY_FILE_NAME = 'master-public.pem';
 export function registerClientOptions(program: Command): void {
   addDirectoryOptions(program).option(
     '--repository <repository>',
-    'datastore name from datastore.cfg, or a datastore path starting with / or . (default $PBS_REPOSITORY)',
+    'datastore name from datastore.cfg, a datastore path starting with / or ., or a server as [[authid@]host[:port]:]datastore (default $PBS_REPOSITORY)',
   );
   program.configureHelp({ showGlobalOptions: true });
 }

@@ -225,7 +225,7 @@ describe('certificate trust on connect', () => {
     expect(e.message).toContain(fp);
     expect(e.message).toContain(wrong);
     expect(e.message).toContain('PBS_FINGERPRINT');
-    expect(e.message).toContain('--fingerprint');
+    expect(e.message).toContain('PBS_FINGERPRINT=');
     expect(e.details).toMatchObject({ fingerprint: fp, expected: wrong });
     // Neither a request nor an upgrade (with the token) reached the untrusted server.
     expect(

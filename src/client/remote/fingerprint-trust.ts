@@ -2,7 +2,7 @@
  * Whether to trust a PBS server's TLS certificate, decided the way proxmox-backup-client decides
  * (pbs-protocol §2): a certificate whose chain verifies and which names the host is trusted;
  * any other certificate is trusted only by the SHA-256 fingerprint of its DER encoding, when it
- * equals the expected one (`--fingerprint` / PBS_FINGERPRINT, else the one remembered in the
+ * equals the expected one (PBS_FINGERPRINT or the caller's option, else the one remembered in the
  * fingerprint cache), or when a person at a terminal says yes. PBS servers use self-signed
  * certificates by default, so the fingerprint path is the common one.
  *
@@ -288,7 +288,7 @@ export class CertificateTrust {
     const how =
       answer === false
         ? 'it was refused at the prompt'
-        : `if it is the server's certificate, trust it with --fingerprint ${fingerprint} or ${FINGERPRINT_ENV}=${fingerprint}`;
+        : `if it is the server's certificate, trust it with ${FINGERPRINT_ENV}=${fingerprint}`;
     throw new BurrowError(
       'TLS_UNTRUSTED',
       `the certificate of ${this.server} is not trusted (${reason})${mismatch}; its fingerprint is ${fingerprint}; ${how}`,

@@ -60,9 +60,26 @@ export function remoteError(
   status: number,
   body: Uint8Array,
   path: string,
-  code: ErrorCode = statusCode(status),
+  code?: ErrorCode,
 ): BurrowError {
-  return new BurrowError(code, errorMessage(status, body), { details: { status, path } });
+  const message = errorMessage(status, body);
+  return new BurrowError(code ?? knownMessageCode(status, message) ?? statusCode(status), message, {
+    details: { status, path },
+  });
+}
+
+/**
+ * PBS answers several refusals with a plain 400; their messages are stable, so the client gives
+ * them the same codes (and exit statuses) as the local datastore does for the same refusal.
+ */
+const KNOWN_MESSAGES: ReadonlyArray<readonly [string, ErrorCode]> = [
+  ['backup owner check failed', 'BACKUP_OWNER_MISMATCH'],
+  ['backup timestamp is older than last backup', 'BACKUP_TIME_NOT_NEWER'],
+];
+
+function knownMessageCode(status: number, message: string): ErrorCode | undefined {
+  if (status !== 400) return undefined;
+  return KNOWN_MESSAGES.find(([prefix]) => message.startsWith(prefix))?.[1];
 }
 
 /** A broken or refused connection, unless the failure is one of ours already. */
