@@ -20,14 +20,15 @@ import {
   type KeyObject,
 } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { link, mkdir, open, readFile, rm } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { hostname as osHostname } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { fsyncDirectory, tempPathFor, writeFileAtomic } from '../lib/atomic-write.js';
+import { fsyncDirectory, writeFileAtomic } from '../lib/atomic-write.js';
 import type { BurrowDirs } from '../lib/dirs.js';
-import { BurrowError } from '../lib/errors.js';
+import { BurrowError, isBurrowError } from '../lib/errors.js';
+import { writeNewFile } from './new-file.js';
 
 // ---------------------------------------------------------------------------------------------
 // DER writer (X.690): just the types a certificate needs. Every function returns a whole TLV.
@@ -577,27 +578,6 @@ export async function loadCertificate(
   return { ...paths, certPem, keyPem, fingerprint: checkPair(paths, certPem, keyPem) };
 }
 
-/**
- * Write `data` under `path` only if nothing is there: complete and synced in a temp file first,
- * then link(2), which never replaces, so a concurrent writer's file is never overwritten and a
- * crash never leaves a torn file under the real name.
- */
-async function writeNewFile(path: string, data: string, mode: number): Promise<void> {
-  const temp = tempPathFor(path);
-  const handle = await open(temp, 'wx', mode);
-  try {
-    try {
-      await handle.writeFile(data);
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-    await link(temp, path);
-  } finally {
-    await rm(temp, { force: true });
-  }
-}
-
 function writeError(path: string, error: unknown): BurrowError {
   if (error instanceof BurrowError) return error;
   const code = (error as NodeJS.ErrnoException).code;
@@ -629,7 +609,7 @@ export async function writeCertificateFiles(
       if (options.replace === true) await writeFileAtomic(path, data, { mode });
       else await writeNewFile(path, data, mode);
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'EEXIST')
+      if (isBurrowError(error, 'ALREADY_EXISTS'))
         throw new BurrowError('ALREADY_EXISTS', `${path} exists already`, { details: { path } });
       throw writeError(path, error);
     }

@@ -6,6 +6,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
+import type { ClientHttp2Session } from 'node:http2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { updateDatastoreConfig } from '../../src/datastore/datastore-config-store.js';
 import { decodeBlob, encodeBlob } from '../../src/format/data-blob.js';
@@ -209,6 +210,14 @@ function blobPath(name: string, blob: Uint8Array, encodedSize = blob.byteLength)
   return `/blob?${query({ 'file-name': name, 'encoded-size': encodedSize })}`;
 }
 
+/** Upload the manifest and finish, both accepted: how every complete backup ends. */
+async function finishWith(session: ClientHttp2Session, manifest: Uint8Array): Promise<void> {
+  expect(
+    dataOf(await upload(session, blobPath(MANIFEST_BLOB_NAME, manifest), manifest)),
+  ).toBeNull();
+  expect(dataOf(await post(session, '/finish'))).toBeNull();
+}
+
 /** Expect an error answer: status and the exact plain-text message. */
 function expectError(response: H2Response, status: number, message: string): void {
   expect({ status: response.status, text: response.text }).toEqual({ status, text: message });
@@ -316,10 +325,7 @@ describe('backup and restore', () => {
       indexFileInfo('root.pxar.didx', { size: totalSize(dyn), csum: dynamicCsum(dyn) }, 'none'),
       indexFileInfo('disk.img.fidx', { size: imgSize, csum: fixedCsum(img) }, 'none'),
     ]);
-    expect(
-      dataOf(await upload(session, blobPath(MANIFEST_BLOB_NAME, manifest), manifest)),
-    ).toBeNull();
-    expect(dataOf(await post(session, '/finish'))).toBeNull();
+    await finishWith(session, manifest);
 
     // Every mutating call after finish is refused.
     expectError(
@@ -402,10 +408,7 @@ describe('backup and restore', () => {
       indexFileInfo('root.pxar.didx', { size: totalSize(dyn2), csum: dynamicCsum(dyn2) }, 'none'),
       indexFileInfo('disk.img.fidx', { size: imgSize, csum: fixedCsum(img2) }, 'none'),
     ]);
-    expect(
-      dataOf(await upload(session, blobPath(MANIFEST_BLOB_NAME, manifest), manifest)),
-    ).toBeNull();
-    expect(dataOf(await post(session, '/finish'))).toBeNull();
+    await finishWith(session, manifest);
     await closeSession(server, u);
 
     const stored = parseManifest(
@@ -597,10 +600,7 @@ describe('backup upgrade refusals', () => {
     // A group made by carol's token: alice may not add to it.
     const u = await startBackup('carol', 'carols', T0);
     const manifest = manifestBlob('carols', T0, []);
-    expect(
-      dataOf(await upload(u.session, blobPath(MANIFEST_BLOB_NAME, manifest), manifest)),
-    ).toBeNull();
-    expect(dataOf(await post(u.session, '/finish'))).toBeNull();
+    await finishWith(u.session, manifest);
     await closeSession(server, u);
     let r = await expectRefused(server.port, backupRequest('alice', 'carols', T0 + 10));
     expect([r.status, r.body]).toEqual([
@@ -969,10 +969,7 @@ describe('connection loss', () => {
   it('keeps a finished snapshot when the connection is killed after finish', async () => {
     const u = await startBackup('root', 'kept', T0);
     const manifest = manifestBlob('kept', T0, []);
-    expect(
-      dataOf(await upload(u.session, blobPath(MANIFEST_BLOB_NAME, manifest), manifest)),
-    ).toBeNull();
-    expect(dataOf(await post(u.session, '/finish'))).toBeNull();
+    await finishWith(u.session, manifest);
     await killSession(server, u);
     expect(existsSync(store().archivePath(hostDir('kept', T0), MANIFEST_BLOB_NAME))).toBe(true);
     expect((await taskOf('backup', `${STORE}:host/kept`))?.state).toBe('ok');
@@ -1056,10 +1053,7 @@ describe('namespaces and tokens', () => {
     const conf = encodeBlob(Buffer.from('hello'));
     expect(dataOf(await upload(u.session, blobPath('h.conf.blob', conf), conf))).toBeNull();
     const manifest = manifestBlob('alice', T0, [blobFileInfo('h.conf.blob', conf, 'none')]);
-    expect(
-      dataOf(await upload(u.session, blobPath(MANIFEST_BLOB_NAME, manifest), manifest)),
-    ).toBeNull();
-    expect(dataOf(await post(u.session, '/finish'))).toBeNull();
+    await finishWith(u.session, manifest);
     await closeSession(server, u);
     const dir = hostDir('alice', T0, ns);
     expect(existsSync(store().archivePath(dir, 'h.conf.blob'))).toBe(true);

@@ -42,6 +42,11 @@ async function mgrJson<T>(...args: string[]): Promise<T> {
 
 const configFile = (name: string) => join(dirs.configDir, name);
 
+/** `burrow-manager acl update <args>`; its exit status. */
+async function aclUpdate(...args: string[]): Promise<number | null> {
+  return (await mgr(['acl', 'update', ...args])).status;
+}
+
 describe('burrow-manager user and acl', { timeout: 180_000 }, () => {
   let tokenSecret = '';
 
@@ -150,33 +155,20 @@ describe('burrow-manager user and acl', { timeout: 180_000 }, () => {
   });
 
   it('grants roles; acl.cfg is in PBS format and the privileges follow', async () => {
+    expect(await aclUpdate('/datastore/store1', 'DatastoreBackup', '--auth-id', 'alice@pbs')).toBe(
+      0,
+    );
     expect(
-      (
-        await mgr([
-          'acl',
-          'update',
-          '/datastore/store1',
-          'DatastoreBackup',
-          '--auth-id',
-          'alice@pbs',
-        ])
-      ).status,
+      await aclUpdate(
+        '/datastore/store1',
+        'DatastoreBackup',
+        '--auth-id',
+        'alice@pbs!nightly',
+        '--propagate',
+        'false',
+      ),
     ).toBe(0);
-    expect(
-      (
-        await mgr([
-          'acl',
-          'update',
-          '/datastore/store1',
-          'DatastoreBackup',
-          '--auth-id',
-          'alice@pbs!nightly',
-          '--propagate',
-          'false',
-        ])
-      ).status,
-    ).toBe(0);
-    expect((await mgr(['acl', 'update', '/', 'Audit', '--auth-id', 'bob@pbs'])).status).toBe(0);
+    expect(await aclUpdate('/', 'Audit', '--auth-id', 'bob@pbs')).toBe(0);
     expect(await readFile(configFile('acl.cfg'), 'utf8')).toBe(
       [
         'acl:1:/:bob@pbs:Audit',
@@ -207,17 +199,7 @@ describe('burrow-manager user and acl', { timeout: 180_000 }, () => {
       ...(await access.privileges(parseAuthid('alice@pbs!nightly'), '/datastore/store1')),
     ]).toEqual(['Datastore.Backup']);
     expect(
-      (
-        await mgr([
-          'acl',
-          'update',
-          '/datastore/store1',
-          'DatastoreBackup',
-          '--auth-id',
-          'alice@pbs',
-          '--delete',
-        ])
-      ).status,
+      await aclUpdate('/datastore/store1', 'DatastoreBackup', '--auth-id', 'alice@pbs', '--delete'),
     ).toBe(0);
     expect(
       (await access.privileges(parseAuthid('alice@pbs!nightly'), '/datastore/store1')).size,

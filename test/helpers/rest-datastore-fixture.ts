@@ -7,9 +7,9 @@
 import { once } from 'node:events';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { inflateRawSync } from 'node:zlib';
 import { pino } from 'pino';
 import { BurrowError } from '../../src/lib/errors.js';
+import { rolePrivileges } from '../../src/server/access/roles.js';
 import { createRestHandler } from '../../src/server/rest/router.js';
 import { datastoreRoutes } from '../../src/server/rest/routes/datastore.js';
 import {
@@ -20,7 +20,8 @@ import {
 } from '../../src/server/server-types.js';
 import { TaskManager } from '../../src/tasks/index.js';
 import { formatAuthid, parseAuthid, type Authid } from '../../src/types/auth.js';
-import { makeStore, type StoreFixture } from './store-fixture.js';
+import type { BackupDir } from '../../src/types/backup.js';
+import { makeStore, writeSnapshot, type ArchiveSpec, type StoreFixture } from './store-fixture.js';
 
 export interface AclEntry {
   authId: string;
@@ -28,20 +29,16 @@ export interface AclEntry {
   privs: readonly Privilege[];
 }
 
-/** PBS's roles, as far as the tests need them. */
+/**
+ * The privilege sets the tests grant: PBS's datastore roles, plus single privileges narrower than
+ * any role (`reader`, `verify`), so a test can show exactly which privilege a route needs.
+ */
 export const ROLES = {
-  audit: ['Datastore.Audit'],
-  admin: [
-    'Datastore.Audit',
-    'Datastore.Modify',
-    'Datastore.Read',
-    'Datastore.Verify',
-    'Datastore.Backup',
-    'Datastore.Prune',
-  ],
-  backup: ['Datastore.Backup'],
+  audit: rolePrivileges('DatastoreAudit'),
+  admin: rolePrivileges('DatastoreAdmin'),
+  backup: rolePrivileges('DatastoreBackup'),
   reader: ['Datastore.Read'],
-  powerUser: ['Datastore.Backup', 'Datastore.Prune'],
+  powerUser: rolePrivileges('DatastorePowerUser'),
   verify: ['Datastore.Verify'],
 } as const satisfies Record<string, readonly Privilege[]>;
 
@@ -130,6 +127,22 @@ export async function startRestWorld(): Promise<RestWorld> {
   };
 }
 
+/**
+ * Write a snapshot into the world's store and, with `owner`, give its group to that auth id.
+ * writeSnapshot writes as root@pam, which may add to a group only while root owns it, so an
+ * existing group is handed back to root first.
+ */
+export async function addSnapshot(
+  world: RestWorld,
+  dir: BackupDir,
+  archives: ArchiveSpec[],
+  owner?: string,
+): Promise<void> {
+  await world.store.setOwner(dir.group, parseAuthid('root@pam'), true).catch(() => undefined);
+  await writeSnapshot(world.store, dir, archives);
+  if (owner !== undefined) await world.store.setOwner(dir.group, parseAuthid(owner), true);
+}
+
 export interface ApiAnswer {
   status: number;
   headers: Headers;
@@ -198,114 +211,4 @@ export async function waitTask(world: RestWorld, upid: string, timeoutMs = 20_00
     if (Date.now() > end) throw new Error(`task ${upid} still running`);
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Archive readers for the download tests, written from APPNOTE and POSIX (not from our writers).
-
-export interface ZipMember {
-  name: string;
-  method: number;
-  crc: number;
-  compressed: number;
-  uncompressed: number;
-  externalAttrs: number;
-  offset: number;
-  data: Buffer;
-}
-
-/** Members of a ZIP file (no ZIP64): end record, central directory, local headers, inflate. */
-export function readZip(zip: Buffer): ZipMember[] {
-  const eocd = zip.length - 22;
-  if (zip.readUInt32LE(eocd) !== 0x06054b50) throw new Error('no end of central directory');
-  const count = zip.readUInt16LE(eocd + 10);
-  const cdOffset = zip.readUInt32LE(eocd + 16);
-  const members: ZipMember[] = [];
-  let p = cdOffset;
-  for (let i = 0; i < count; i++) {
-    if (zip.readUInt32LE(p) !== 0x02014b50) throw new Error(`bad central header at ${p}`);
-    const method = zip.readUInt16LE(p + 10);
-    const crc = zip.readUInt32LE(p + 16);
-    const compressed = zip.readUInt32LE(p + 20);
-    const uncompressed = zip.readUInt32LE(p + 24);
-    const nameLen = zip.readUInt16LE(p + 28);
-    const extraLen = zip.readUInt16LE(p + 30);
-    const commentLen = zip.readUInt16LE(p + 32);
-    const externalAttrs = zip.readUInt32LE(p + 38);
-    const offset = zip.readUInt32LE(p + 42);
-    const name = zip.subarray(p + 46, p + 46 + nameLen).toString('utf8');
-    p += 46 + nameLen + extraLen + commentLen;
-    if (zip.readUInt32LE(offset) !== 0x04034b50) throw new Error(`bad local header at ${offset}`);
-    const start = offset + 30 + zip.readUInt16LE(offset + 26) + zip.readUInt16LE(offset + 28);
-    const raw = zip.subarray(start, start + compressed);
-    const data = method === 8 ? inflateRawSync(raw) : Buffer.from(raw);
-    members.push({ name, method, crc, compressed, uncompressed, externalAttrs, offset, data });
-  }
-  return members;
-}
-
-export interface TarMember {
-  name: string;
-  type: string;
-  mode: number;
-  uid: number;
-  gid: number;
-  mtime: number;
-  linkName: string;
-  data: Buffer;
-}
-
-const cstr = (b: Buffer): string => {
-  const nul = b.indexOf(0);
-  return b.subarray(0, nul < 0 ? b.length : nul).toString('utf8');
-};
-const octal = (b: Buffer): number => parseInt(cstr(b).trim() || '0', 8);
-
-/** Members of a ustar archive with pax headers (`path`, `linkpath`, `size`, `mtime`, ids). */
-export function readTar(tar: Buffer): TarMember[] {
-  const out: TarMember[] = [];
-  let pax: Record<string, string> = {};
-  let p = 0;
-  while (p + 512 <= tar.length) {
-    const h = tar.subarray(p, p + 512);
-    if (h.every((b) => b === 0)) break;
-    let sum = 0;
-    for (let i = 0; i < 512; i++) sum += i >= 148 && i < 156 ? 0x20 : (h[i] as number);
-    if (octal(h.subarray(148, 156)) !== sum) throw new Error(`bad tar checksum at ${p}`);
-    const type = String.fromCharCode(h[156] as number);
-    const headerSize = octal(h.subarray(124, 136));
-    const prefix = cstr(h.subarray(345, 500));
-    const name = (prefix === '' ? '' : `${prefix}/`) + cstr(h.subarray(0, 100));
-    const dataStart = p + 512;
-    if (type === 'x') {
-      const body = tar.subarray(dataStart, dataStart + headerSize).toString('utf8');
-      pax = {};
-      for (let at = 0; at < body.length;) {
-        const space = body.indexOf(' ', at);
-        const len = Number(body.slice(at, space));
-        const record = body.slice(space + 1, at + len - 1);
-        const eq = record.indexOf('=');
-        pax[record.slice(0, eq)] = record.slice(eq + 1);
-        at += len;
-      }
-      p = dataStart + Math.ceil(headerSize / 512) * 512;
-      continue;
-    }
-    const num = (key: string, value: number): number =>
-      pax[key] !== undefined ? Number(pax[key]) : value;
-    const size = num('size', headerSize);
-    out.push({
-      name: pax['path'] ?? name,
-      type,
-      mode: octal(h.subarray(100, 108)),
-      uid: num('uid', octal(h.subarray(108, 116))),
-      gid: num('gid', octal(h.subarray(116, 124))),
-      mtime: num('mtime', octal(h.subarray(136, 148))),
-      linkName: pax['linkpath'] ?? cstr(h.subarray(157, 257)),
-      data: Buffer.from(tar.subarray(dataStart, dataStart + size)),
-    });
-    pax = {};
-    p = dataStart + Math.ceil(size / 512) * 512;
-  }
-  return out;
 }

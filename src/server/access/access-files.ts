@@ -16,14 +16,15 @@
  * datastore user's group, as PBS gives them group `backup`.
  */
 import { randomBytes } from 'node:crypto';
-import { link, mkdir, open, readFile, rm, stat } from 'node:fs/promises';
+import { mkdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { tempPathFor, writeFileAtomic } from '../../lib/atomic-write.js';
+import { writeFileAtomic } from '../../lib/atomic-write.js';
 import type { BurrowDirs } from '../../lib/dirs.js';
-import { BurrowError, withFile } from '../../lib/errors.js';
+import { BurrowError, isBurrowError, withFile } from '../../lib/errors.js';
 import { datastoreFileOwner } from '../../datastore/file-owner.js';
 import { lockFile, type LockGuard } from '../../datastore/lock-file.js';
 import { sectionConfigDigest } from '../../format/section-config.js';
+import { writeNewFile } from '../new-file.js';
 import { AclTree } from './acl-config.js';
 import { parseUserConfig, writeUserConfig, type UserConfigEntry } from './user-config.js';
 
@@ -220,25 +221,9 @@ export async function withLock<T>(lock: Promise<LockGuard>, fn: () => Promise<T>
   }
 }
 
-/**
- * Create a new file with `data` (mode 0600) that never replaces an existing one: the data goes
- * to a temp file first, which is then hard-linked to the name (EEXIST if it exists), so nobody
- * ever sees the file half written.
- */
-export async function createSecretFile(path: string, data: string | Uint8Array): Promise<void> {
-  const temp = tempPathFor(path);
-  const handle = await open(temp, 'wx', SECRET_MODE);
-  try {
-    try {
-      await handle.writeFile(data);
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-    await link(temp, path);
-  } finally {
-    await rm(temp, { force: true });
-  }
+/** A new secret file (mode 0600) that never replaces an existing one (see writeNewFile). */
+export function createSecretFile(path: string, data: string | Uint8Array): Promise<void> {
+  return writeNewFile(path, data, SECRET_MODE);
 }
 
 /**
@@ -254,7 +239,7 @@ export async function loadOrCreateKey(dirs: BurrowDirs, name: string): Promise<B
       await mkdir(dirs.configDir, { recursive: true, mode: 0o755 });
       await createSecretFile(path, `${randomBytes(KEY_BYTES).toString('base64')}\n`);
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw ioError('create', path, error);
+      if (!isBurrowError(error, 'ALREADY_EXISTS')) throw ioError('create', path, error);
     }
     return loadOrCreateKey(dirs, name);
   }

@@ -8,7 +8,7 @@
 import { randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import type { BurrowDirs } from '../../lib/dirs.js';
-import { BurrowError } from '../../lib/errors.js';
+import { BurrowError, isBurrowError } from '../../lib/errors.js';
 import {
   INITIAL_ROOT_PASSWORD,
   SHADOW_JSON,
@@ -53,7 +53,7 @@ export async function ensureInitialAdmin(
     try {
       await createSecretFile(passwordFile, `${password}\n`);
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') {
+      if (!isBurrowError(error, 'ALREADY_EXISTS')) {
         throw new BurrowError(
           'IO_ERROR',
           `cannot create ${passwordFile}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`,

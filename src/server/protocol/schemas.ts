@@ -7,46 +7,9 @@
 import { BLOB_HEADER_SIZE, MAX_CHUNK_SIZE, MAX_ENCODED_CHUNK_SIZE } from '../../format/magic.js';
 import { MAX_WRITER_ID } from '../../datastore/backup-session.js';
 import type { ParamSchema, ParamSpec } from '../rest/route.js';
+import { ARCHIVE_NAME_PARAM, SNAPSHOT_PARAMS } from '../rest/routes/datastore-common.js';
 
-const SAFE_ID = '[A-Za-z0-9_][A-Za-z0-9._-]*';
-const SAFE_ID_RE = new RegExp(`^${SAFE_ID}$`);
-/** Up to eight safe IDs joined by `/`, or empty (the root); the depth limit of 7 is checked when the namespace is parsed. */
-const NAMESPACE_RE = new RegExp(`^(?:(?:${SAFE_ID}/){0,7}${SAFE_ID})?$`);
 const DIGEST_RE = /^[a-f0-9]{64}$/;
-
-export const STORE_PARAM: ParamSpec = {
-  type: 'string',
-  description: 'Datastore name.',
-  pattern: SAFE_ID_RE,
-  minLength: 3,
-  maxLength: 32,
-};
-
-export const NS_PARAM: ParamSpec = {
-  type: 'string',
-  description: 'Namespace.',
-  pattern: NAMESPACE_RE,
-  maxLength: 256,
-  optional: true,
-};
-
-export const BACKUP_TYPE_PARAM: ParamSpec = {
-  type: 'string',
-  description: 'Backup types.',
-  enum: ['vm', 'ct', 'host'],
-};
-
-export const BACKUP_ID_PARAM: ParamSpec = {
-  type: 'string',
-  description: 'Backup ID.',
-  pattern: SAFE_ID_RE,
-};
-
-export const BACKUP_TIME_PARAM: ParamSpec = {
-  type: 'integer',
-  description: 'Backup time (Unix epoch.)',
-  minimum: 1,
-};
 
 const DEBUG_PARAM: ParamSpec = {
   type: 'boolean',
@@ -54,14 +17,12 @@ const DEBUG_PARAM: ParamSpec = {
   optional: true,
 };
 
+/** GET /api2/json/reader (§6.1): the snapshot, as the REST routes name one. */
+export const READER_UPGRADE_PARAMS: ParamSchema = { ...SNAPSHOT_PARAMS, debug: DEBUG_PARAM };
+
 /** GET /api2/json/backup (§5.1). */
 export const BACKUP_UPGRADE_PARAMS: ParamSchema = {
-  store: STORE_PARAM,
-  ns: NS_PARAM,
-  'backup-type': BACKUP_TYPE_PARAM,
-  'backup-id': BACKUP_ID_PARAM,
-  'backup-time': BACKUP_TIME_PARAM,
-  debug: DEBUG_PARAM,
+  ...READER_UPGRADE_PARAMS,
   benchmark: {
     type: 'boolean',
     description: 'Job is a benchmark (do not keep data).',
@@ -75,24 +36,8 @@ export const BACKUP_UPGRADE_PARAMS: ParamSchema = {
   },
 };
 
-/** GET /api2/json/reader (§6.1). */
-export const READER_UPGRADE_PARAMS: ParamSchema = {
-  store: STORE_PARAM,
-  ns: NS_PARAM,
-  'backup-type': BACKUP_TYPE_PARAM,
-  'backup-id': BACKUP_ID_PARAM,
-  'backup-time': BACKUP_TIME_PARAM,
-  debug: DEBUG_PARAM,
-};
-
 // ---------------------------------------------------------------------------------------------
 // Session endpoints
-
-const ARCHIVE_NAME: ParamSpec = {
-  type: 'string',
-  description: 'Backup archive name.',
-  pattern: SAFE_ID_RE,
-};
 
 const DIGEST: ParamSpec = {
   type: 'string',
@@ -122,7 +67,7 @@ const CHUNK_ENCODED_SIZE: ParamSpec = {
 };
 
 export const BLOB_PARAMS: ParamSchema = {
-  'file-name': ARCHIVE_NAME,
+  'file-name': ARCHIVE_NAME_PARAM,
   'encoded-size': {
     type: 'integer',
     description: 'Encoded blob size.',
@@ -131,10 +76,10 @@ export const BLOB_PARAMS: ParamSchema = {
   },
 };
 
-export const CREATE_DYNAMIC_INDEX_PARAMS: ParamSchema = { 'archive-name': ARCHIVE_NAME };
+export const CREATE_DYNAMIC_INDEX_PARAMS: ParamSchema = { 'archive-name': ARCHIVE_NAME_PARAM };
 
 export const CREATE_FIXED_INDEX_PARAMS: ParamSchema = {
-  'archive-name': ARCHIVE_NAME,
+  'archive-name': ARCHIVE_NAME_PARAM,
   size: { type: 'integer', description: 'File size.', minimum: 1, optional: true },
   'reuse-csum': {
     type: 'string',
@@ -182,10 +127,10 @@ function closeParams(min: number): ParamSchema {
 export const CLOSE_DYNAMIC_PARAMS: ParamSchema = closeParams(1);
 export const CLOSE_FIXED_PARAMS: ParamSchema = closeParams(0);
 
-export const PREVIOUS_PARAMS: ParamSchema = { 'archive-name': ARCHIVE_NAME };
+export const PREVIOUS_PARAMS: ParamSchema = { 'archive-name': ARCHIVE_NAME_PARAM };
 
 export const NO_PARAMS: ParamSchema = {};
 
-export const DOWNLOAD_PARAMS: ParamSchema = { 'file-name': ARCHIVE_NAME };
+export const DOWNLOAD_PARAMS: ParamSchema = { 'file-name': ARCHIVE_NAME_PARAM };
 
 export const CHUNK_PARAMS: ParamSchema = { digest: DIGEST };

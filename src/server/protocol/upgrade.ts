@@ -19,8 +19,9 @@ import type { TaskContext, TaskManager } from '../../tasks/index.js';
 import type { Authid } from '../../types/auth.js';
 import { mayActAsOwner } from '../../types/auth.js';
 import type { BackupNamespace } from '../../types/backup.js';
-import { backupDir, backupGroup, isRootNamespace, parseNamespace } from '../../types/backup.js';
+import { backupDir, backupGroup, parseNamespace } from '../../types/backup.js';
 import { parseQueryString, verifyParameters } from '../rest/parameters.js';
+import { aclPath } from '../rest/routes/datastore-common.js';
 import type { ServerDeps } from '../server-types.js';
 import { BACKUP_ENDPOINTS } from './backup-endpoints.js';
 import type { Endpoint, ServedConnection } from './http2-session.js';
@@ -117,13 +118,6 @@ function refuse(socket: TLSSocket, status: number, message: string): void {
 
 function switchResponse(protocol: string): string {
   return `HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: ${protocol}\r\n\r\n`;
-}
-
-/** `/datastore/<store>[/<ns>...]`, the ACL path of a namespace. */
-function aclPath(store: string, ns: BackupNamespace): string {
-  return isRootNamespace(ns)
-    ? `/datastore/${store}`
-    : `/datastore/${store}/${ns.components.join('/')}`;
 }
 
 /**
@@ -290,10 +284,11 @@ async function upgrade(
           : undefined;
   try {
     if (kind === undefined) throw new Refusal(404, `Path '${normalized.path}' not found.`);
+    const request: UpgradeRequest = { deps, req, socket, head, options, authId, query };
     if (kind === 'backup') {
-      await startBackup(deps, req, socket, head, options, authId, query);
+      await startBackup(request);
     } else {
-      await startReader(deps, req, socket, head, options, authId, query);
+      await startReader(request);
     }
   } catch (error) {
     const status = error instanceof Refusal ? error.status : sessionStatusOf(error);
@@ -303,12 +298,21 @@ async function upgrade(
   }
 }
 
+/** An authenticated upgrade request on its way to becoming a session. */
+interface UpgradeRequest {
+  deps: ServerDeps;
+  req: IncomingMessage;
+  socket: TLSSocket;
+  /** Bytes the client sent after the request head: the start of its HTTP/2 preface. */
+  head: Buffer;
+  options: ProtocolUpgradeOptions;
+  authId: Authid;
+  query: string;
+}
+
 /** Run a started session on the connection; `close` ends it with the connection's outcome. */
 function runSession<S>(
-  deps: ServerDeps,
-  socket: TLSSocket,
-  head: Buffer,
-  options: ProtocolUpgradeOptions,
+  { deps, socket, head, options }: UpgradeRequest,
   protocol: string,
   session: S,
   endpoints: readonly Endpoint<S>[],
@@ -349,15 +353,8 @@ function runSession<S>(
   });
 }
 
-async function startBackup(
-  deps: ServerDeps,
-  req: IncomingMessage,
-  socket: TLSSocket,
-  head: Buffer,
-  options: ProtocolUpgradeOptions,
-  authId: Authid,
-  query: string,
-): Promise<void> {
+async function startBackup(request: UpgradeRequest): Promise<void> {
+  const { deps, req, socket, authId, query } = request;
   const params = verifyParameters(BACKUP_UPGRADE_PARAMS, parseQueryString(query), 'strings');
   const common = commonParams(params);
   const group = backupGroup(common.ns, common.type, common.id);
@@ -380,10 +377,7 @@ async function startBackup(
     ...(socket.remoteAddress === undefined ? {} : { origin: socket.remoteAddress }),
   });
   runSession(
-    deps,
-    socket,
-    head,
-    options,
+    request,
     BACKUP_PROTOCOL_ID,
     session,
     BACKUP_ENDPOINTS,
@@ -393,15 +387,8 @@ async function startBackup(
   );
 }
 
-async function startReader(
-  deps: ServerDeps,
-  req: IncomingMessage,
-  socket: TLSSocket,
-  head: Buffer,
-  options: ProtocolUpgradeOptions,
-  authId: Authid,
-  query: string,
-): Promise<void> {
+async function startReader(request: UpgradeRequest): Promise<void> {
+  const { deps, req, authId, query } = request;
   const params = verifyParameters(READER_UPGRADE_PARAMS, parseQueryString(query), 'strings');
   const common = commonParams(params);
   const path = aclPath(common.store, common.ns);
@@ -428,16 +415,7 @@ async function startReader(
     tasks: watched.tasks,
     debug: common.debug,
   });
-  runSession(
-    deps,
-    socket,
-    head,
-    options,
-    READER_PROTOCOL_ID,
-    session,
-    READER_ENDPOINTS,
-    watched,
-    common.debug,
-    () => session.close(),
+  runSession(request, READER_PROTOCOL_ID, session, READER_ENDPOINTS, watched, common.debug, () =>
+    session.close(),
   );
 }

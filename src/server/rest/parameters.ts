@@ -101,6 +101,21 @@ function fail(reason: string): never {
 }
 
 /**
+ * Run `check`; a ValueError it throws becomes a problem of parameter `name` instead, since PBS
+ * reports every bad parameter of a request at once. Whether `check` succeeded.
+ */
+function noted(problems: Problem[], name: string, check: () => void): boolean {
+  try {
+    check();
+    return true;
+  } catch (error) {
+    if (!(error instanceof ValueError)) throw error;
+    problems.push([name, error.message]);
+    return false;
+  }
+}
+
+/**
  * PBS's combined message: one problem inline, several as a list (proxmox-schema's
  * ParameterError display).
  */
@@ -311,34 +326,17 @@ function verifyStrings(
       const items: unknown[] = [];
       let ok = true;
       for (const text of texts) {
-        try {
-          items.push(parseSimpleValue(spec.items, text));
-        } catch (error) {
-          if (!(error instanceof ValueError)) throw error;
-          problems.push([name, error.message]);
-          ok = false;
-        }
+        // Every bad item is reported, not just the first.
+        ok = noted(problems, name, () => items.push(parseSimpleValue(spec.items, text))) && ok;
       }
-      if (!ok) continue;
-      try {
-        checkArrayLength(spec, items.length);
-      } catch (error) {
-        if (!(error instanceof ValueError)) throw error;
-        problems.push([name, error.message]);
-        continue;
+      if (ok && noted(problems, name, () => checkArrayLength(spec, items.length))) {
+        put(result, name, items);
       }
-      put(result, name, items);
       continue;
     }
     const [first, ...rest] = texts;
     if (first === undefined) continue;
-    try {
-      put(result, name, parseSimpleValue(spec, first));
-    } catch (error) {
-      if (!(error instanceof ValueError)) throw error;
-      problems.push([name, error.message]);
-      continue;
-    }
+    if (!noted(problems, name, () => put(result, name, parseSimpleValue(spec, first)))) continue;
     if (rest.length > 0) problems.push([name, 'duplicate parameter.']);
   }
   // As in PBS, missing parameters are only reported when everything given was fine.
@@ -494,12 +492,7 @@ function readParametersNow(schema: ParamSchema, source: ParameterSource): Record
     for (const [name, value] of pathPairs(source.pathParams)) {
       const spec = specOf(schema, name);
       if (spec === undefined) continue;
-      try {
-        put(params, name, parseSimpleValue(spec, value));
-      } catch (error) {
-        if (!(error instanceof ValueError)) throw error;
-        problems.push([name, error.message]);
-      }
+      noted(problems, name, () => put(params, name, parseSimpleValue(spec, value)));
     }
     if (problems.length > 0) throw parameterError(problems);
     return verifyParameters(schema, params, 'json');

@@ -3,10 +3,12 @@
  * parameters it accepts, the permission it needs and its handler, declared together. The router
  * (router.ts) parses and checks parameters (pbs-protocol §4.1), authenticates, checks the
  * permission, calls the handler and wraps the result in PBS's envelope (§4.2); the backup and
- * reader protocols reuse the parameter parsing for their session endpoints (§5.2).
+ * reader protocols reuse the parameter parsing for their session endpoints (§5.2). Handlers read
+ * the checked parameters back with the typed getters at the end of this file.
  */
 import type { IncomingMessage } from 'node:http';
 import type { Readable } from 'node:stream';
+import { BurrowError } from '../../lib/errors.js';
 import type { Authid } from '../../types/auth.js';
 import type { Privilege, ServerDeps } from '../server-types.js';
 
@@ -128,4 +130,70 @@ export function envelopeReply(body: Readonly<Record<string, unknown>>): Envelope
 
 export function dataReply(data: unknown, attributes: Readonly<Record<string, unknown>>): DataReply {
   return { kind: 'data', data, attributes };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading checked parameters in handlers
+
+/** What `typeof` says for each parameter type the getters below read. */
+interface ParamValueTypes {
+  string: string;
+  number: number;
+  boolean: boolean;
+}
+
+/**
+ * A required parameter. The router has checked it against the route's schema already; this is
+ * the typed read, which still fails with PBS's message when a schema and a handler disagree.
+ */
+function requiredParam<K extends keyof ParamValueTypes>(
+  ctx: RouteContext,
+  name: string,
+  type: K,
+): ParamValueTypes[K] {
+  const value = ctx.params[name];
+  if (typeof value !== type) {
+    throw new BurrowError(
+      'INVALID_ARGUMENT',
+      `parameter verification failed - '${name}': property is missing and it is not optional`,
+    );
+  }
+  return value as ParamValueTypes[K];
+}
+
+function optionalParam<K extends keyof ParamValueTypes>(
+  ctx: RouteContext,
+  name: string,
+  type: K,
+): ParamValueTypes[K] | undefined {
+  const value = ctx.params[name];
+  return typeof value === type ? (value as ParamValueTypes[K]) : undefined;
+}
+
+export function stringParam(ctx: RouteContext, name: string): string {
+  return requiredParam(ctx, name, 'string');
+}
+
+export function optionalString(ctx: RouteContext, name: string): string | undefined {
+  return optionalParam(ctx, name, 'string');
+}
+
+export function integerParam(ctx: RouteContext, name: string): number {
+  return requiredParam(ctx, name, 'number');
+}
+
+export function optionalInteger(ctx: RouteContext, name: string): number | undefined {
+  return optionalParam(ctx, name, 'number');
+}
+
+export function requiredBoolean(ctx: RouteContext, name: string): boolean {
+  return requiredParam(ctx, name, 'boolean');
+}
+
+export function optionalBoolean(ctx: RouteContext, name: string): boolean | undefined {
+  return optionalParam(ctx, name, 'boolean');
+}
+
+export function booleanParam(ctx: RouteContext, name: string, fallback: boolean): boolean {
+  return optionalParam(ctx, name, 'boolean') ?? fallback;
 }

@@ -509,26 +509,19 @@ describe('authentication and permissions', () => {
       },
       handler: () => Promise.resolve('ok'),
     }),
-    route({
-      path: '/store/{store}',
-      parameters: { store: { type: 'string', description: 'store' } },
-      permission: {
-        kind: 'privileges',
-        path: '/datastore/{store}',
-        privileges: ['Datastore.Audit'],
-      },
-      handler: () => Promise.resolve('ok'),
-    }),
-    route({
-      path: '/by-query',
-      parameters: { store: { type: 'string', description: 'store' } },
-      permission: {
-        kind: 'privileges',
-        path: '/datastore/{store}',
-        privileges: ['Datastore.Audit'],
-      },
-      handler: () => Promise.resolve('ok'),
-    }),
+    // The ACL path takes {store} from the path, or from the query when the path has none.
+    ...['/store/{store}', '/by-query'].map((path) =>
+      route({
+        path,
+        parameters: { store: { type: 'string', description: 'store' } },
+        permission: {
+          kind: 'privileges',
+          path: '/datastore/{store}',
+          privileges: ['Datastore.Audit'],
+        },
+        handler: () => Promise.resolve('ok'),
+      }),
+    ),
     route({
       path: '/list',
       permission: {

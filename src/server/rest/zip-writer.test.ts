@@ -1,67 +1,17 @@
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { crc32, inflateRawSync } from 'node:zlib';
+import { crc32 } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
+import {
+  collectBytes,
+  hasPythonModule,
+  readZip,
+  runPythonOn,
+} from '../../../test/helpers/archive-readers.js';
 import { dosDateTime, zipStream, type ZipEntry } from './zip-writer.js';
 
 const enc = new TextEncoder();
 
-async function zipBytes(entries: ZipEntry[], level?: number): Promise<Buffer> {
-  const parts: Uint8Array[] = [];
-  for await (const part of zipStream(entries, level === undefined ? {} : { level }))
-    parts.push(part);
-  return Buffer.concat(parts);
-}
-
-interface ParsedEntry {
-  name: string;
-  method: number;
-  crc: number;
-  compressed: number;
-  uncompressed: number;
-  externalAttrs: number;
-  offset: number;
-  data: Buffer;
-}
-
-/**
- * A reader written from APPNOTE for this test: end record, central directory, then each local
- * header, with the data inflated by zlib. ZIP64 is not needed for these small archives.
- */
-function parseZip(zip: Buffer): ParsedEntry[] {
-  const eocd = zip.length - 22;
-  expect(zip.readUInt32LE(eocd)).toBe(0x06054b50);
-  const count = zip.readUInt16LE(eocd + 10);
-  const cdSize = zip.readUInt32LE(eocd + 12);
-  const cdOffset = zip.readUInt32LE(eocd + 16);
-  expect(cdOffset + cdSize).toBe(eocd);
-  const entries: ParsedEntry[] = [];
-  let p = cdOffset;
-  for (let i = 0; i < count; i++) {
-    expect(zip.readUInt32LE(p)).toBe(0x02014b50);
-    const method = zip.readUInt16LE(p + 10);
-    const crc = zip.readUInt32LE(p + 16);
-    const compressed = zip.readUInt32LE(p + 20);
-    const uncompressed = zip.readUInt32LE(p + 24);
-    const nameLen = zip.readUInt16LE(p + 28);
-    const extraLen = zip.readUInt16LE(p + 30);
-    const commentLen = zip.readUInt16LE(p + 32);
-    const externalAttrs = zip.readUInt32LE(p + 38);
-    const offset = zip.readUInt32LE(p + 42);
-    const name = zip.subarray(p + 46, p + 46 + nameLen).toString('utf8');
-    p += 46 + nameLen + extraLen + commentLen;
-    expect(zip.readUInt32LE(offset)).toBe(0x04034b50);
-    const localNameLen = zip.readUInt16LE(offset + 26);
-    const localExtraLen = zip.readUInt16LE(offset + 28);
-    expect(zip.subarray(offset + 30, offset + 30 + localNameLen).toString('utf8')).toBe(name);
-    const start = offset + 30 + localNameLen + localExtraLen;
-    const raw = zip.subarray(start, start + compressed);
-    const data = method === 8 ? inflateRawSync(raw) : Buffer.from(raw);
-    entries.push({ name, method, crc, compressed, uncompressed, externalAttrs, offset, data });
-  }
-  return entries;
+function zipBytes(entries: ZipEntry[], level?: number): Promise<Buffer> {
+  return collectBytes(zipStream(entries, level === undefined ? {} : { level }));
 }
 
 describe('zipStream', () => {
@@ -107,7 +57,7 @@ describe('zipStream', () => {
       },
     ];
     const zip = await zipBytes(entries);
-    const parsed = parseZip(zip);
+    const parsed = readZip(zip);
     expect(parsed.map((e) => e.name)).toEqual([
       'dir/',
       'dir/small.txt',
@@ -161,8 +111,7 @@ describe('zipStream', () => {
     expect(dosDateTime(-1)).toEqual({ date: (1 << 5) | 1, time: 0 });
   });
 
-  const python = spawnSync('python3', ['-c', 'import zipfile'], { encoding: 'utf8' });
-  it.skipIf(python.status !== 0)('is read by Python zipfile (testzip passes)', async () => {
+  it.skipIf(!hasPythonModule('zipfile'))('is read by Python zipfile (testzip passes)', async () => {
     const zip = await zipBytes([
       { path: enc.encode('d'), kind: 'directory', mode: 0o755, mtime: 1_600_000_000 },
       {
@@ -174,23 +123,12 @@ describe('zipStream', () => {
         content: [enc.encode('hello world')],
       },
     ]);
-    const dir = mkdtempSync(join(tmpdir(), 'burrow-zip-'));
-    try {
-      const file = join(dir, 'x.zip');
-      writeFileSync(file, zip);
-      const out = spawnSync(
-        'python3',
-        [
-          '-c',
-          'import sys,zipfile\nz=zipfile.ZipFile(sys.argv[1])\nassert z.testzip() is None\nprint(z.namelist(), z.read("d/f").decode())',
-          file,
-        ],
-        { encoding: 'utf8' },
-      );
-      expect(out.stderr).toBe('');
-      expect(out.stdout.trim()).toBe("['d/', 'd/f'] hello world");
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+    const out = runPythonOn(
+      zip,
+      'x.zip',
+      'import sys,zipfile\nz=zipfile.ZipFile(sys.argv[1])\nassert z.testzip() is None\nprint(z.namelist(), z.read("d/f").decode())',
+    );
+    expect(out.stderr).toBe('');
+    expect(out.stdout.trim()).toBe("['d/', 'd/f'] hello world");
   });
 });

@@ -36,8 +36,12 @@ import {
 import type { UserProps } from '../../access/user-config.js';
 import {
   dataReply,
+  optionalBoolean,
+  optionalString,
+  stringParam,
   type ParamSchema,
   type ParamSpec,
+  type Permission,
   type Route,
   type RouteContext,
 } from '../route.js';
@@ -106,10 +110,11 @@ const ACL_PATH: ParamSpec = {
   maxLength: 128,
 };
 
+/** A token's settable properties (TOKEN_KEYS); a user has them too. */
+const TOKEN_PROPS: ParamSchema = { comment: COMMENT, enable: ENABLE, expire: EXPIRE };
+
 const USER_PROPS: ParamSchema = {
-  comment: COMMENT,
-  enable: ENABLE,
-  expire: EXPIRE,
+  ...TOKEN_PROPS,
   firstname: NAME('First name.'),
   lastname: NAME('Last name.'),
   email: NAME('E-Mail Address.'),
@@ -119,27 +124,6 @@ const TOKEN_PARAMS: ParamSchema = { userid: USERID, 'token-name': TOKEN_NAME };
 
 // ---------------------------------------------------------------------------------------------
 // helpers
-
-function str(ctx: RouteContext, name: string): string | undefined {
-  const value = ctx.params[name];
-  return typeof value === 'string' ? value : undefined;
-}
-
-function requiredStr(ctx: RouteContext, name: string): string {
-  const value = str(ctx, name);
-  if (value === undefined) {
-    throw new BurrowError(
-      'INVALID_ARGUMENT',
-      `parameter verification failed - '${name}': property is missing and it is not optional`,
-    );
-  }
-  return value;
-}
-
-function bool(ctx: RouteContext, name: string): boolean | undefined {
-  const value = ctx.params[name];
-  return typeof value === 'boolean' ? value : undefined;
-}
 
 function strings(ctx: RouteContext, name: string): string[] {
   const value = ctx.params[name];
@@ -168,7 +152,7 @@ function caller(ctx: RouteContext): Authid {
 }
 
 function digestOption(ctx: RouteContext): { expectDigest?: string } {
-  const digest = str(ctx, 'digest');
+  const digest = optionalString(ctx, 'digest');
   return digest === undefined ? {} : { expectDigest: digest };
 }
 
@@ -179,11 +163,16 @@ function canonicalUserid(text: string): string {
 /** Whether the caller is the user named by the `userid` parameter (a user, not a token: PBS's UserParam). */
 function isSelf(ctx: RouteContext): boolean {
   const authId = caller(ctx);
-  return !isToken(authId) && formatUserid(authId) === canonicalUserid(requiredStr(ctx, 'userid'));
+  return !isToken(authId) && formatUserid(authId) === canonicalUserid(stringParam(ctx, 'userid'));
 }
 
 async function has(ctx: RouteContext, path: string, privilege: 'Sys.Audit' | 'Permissions.Modify') {
   return (await ctx.privileges(path)).has(privilege);
+}
+
+/** The documented permission of a route that requireUserAccess checks. */
+function ownUserPermission(privilege: 'Sys.Audit' | 'Permissions.Modify'): Permission {
+  return { kind: 'handler', why: `${privilege} on /access/users, or the own user` };
 }
 
 /** PBS's `Or(Privilege(/access/users, privilege), UserParam("userid"))`. */
@@ -253,7 +242,7 @@ export function accessRoutes(access: ServerAccess): Route[] {
           });
         }
       }
-      const result = await access.login(requiredStr(ctx, 'username'), requiredStr(ctx, 'password'));
+      const result = await access.login(stringParam(ctx, 'username'), stringParam(ctx, 'password'));
       return {
         username: result.username,
         ticket: result.ticket,
@@ -298,7 +287,7 @@ export function accessRoutes(access: ServerAccess): Route[] {
     permission: { kind: 'anybody' },
     async handler(ctx) {
       const me = caller(ctx);
-      const requested = str(ctx, 'auth-id');
+      const requested = optionalString(ctx, 'auth-id');
       let target = me;
       if (requested !== undefined) {
         target = parseAuthid(requested);
@@ -309,7 +298,7 @@ export function accessRoutes(access: ServerAccess): Route[] {
           throw permissionDenied(`not allowed to list permissions of ${requested}`);
         }
       }
-      return access.permissions(target, str(ctx, 'path'));
+      return access.permissions(target, optionalString(ctx, 'path'));
     },
   };
 
@@ -329,7 +318,7 @@ export function accessRoutes(access: ServerAccess): Route[] {
       const me = caller(ctx);
       const all = await has(ctx, '/access/users', 'Sys.Audit');
       const { users, digest } = await access.listUsers({
-        includeTokens: bool(ctx, 'include_tokens') === true,
+        includeTokens: optionalBoolean(ctx, 'include_tokens') === true,
       });
       const own = formatUserid(me);
       return dataReply(all ? users : users.filter((u) => u.userid === own), { digest });
@@ -343,8 +332,8 @@ export function accessRoutes(access: ServerAccess): Route[] {
     parameters: { userid: USERID, ...USER_PROPS, password: { ...PASSWORD, optional: true } },
     permission: { kind: 'privileges', path: '/access/users', privileges: ['Permissions.Modify'] },
     async handler(ctx) {
-      const userid = canonicalUserid(requiredStr(ctx, 'userid'));
-      const password = str(ctx, 'password');
+      const userid = canonicalUserid(stringParam(ctx, 'userid'));
+      const password = optionalString(ctx, 'password');
       if (
         password !== undefined &&
         parseUserid(userid).realm === 'pam' &&
@@ -362,10 +351,10 @@ export function accessRoutes(access: ServerAccess): Route[] {
     path: '/access/users/{userid}',
     description: 'Read user configuration data.',
     parameters: { userid: USERID },
-    permission: { kind: 'handler', why: 'Sys.Audit on /access/users, or the own user' },
+    permission: ownUserPermission('Sys.Audit'),
     async handler(ctx) {
       await requireUserAccess(ctx, 'Sys.Audit');
-      const { user, digest } = await access.getUser(requiredStr(ctx, 'userid'));
+      const { user, digest } = await access.getUser(stringParam(ctx, 'userid'));
       return dataReply(user, { digest });
     },
   };
@@ -386,10 +375,10 @@ export function accessRoutes(access: ServerAccess): Route[] {
       },
       digest: DIGEST,
     },
-    permission: { kind: 'handler', why: 'Permissions.Modify on /access/users, or the own user' },
+    permission: ownUserPermission('Permissions.Modify'),
     async handler(ctx) {
       const me = caller(ctx);
-      const userid = canonicalUserid(requiredStr(ctx, 'userid'));
+      const userid = canonicalUserid(stringParam(ctx, 'userid'));
       const self = isSelf(ctx);
       const privileged = await has(ctx, '/access/users', 'Permissions.Modify');
       if (!self && !privileged) throw permissionDenied();
@@ -399,7 +388,7 @@ export function accessRoutes(access: ServerAccess): Route[] {
           'changing enable or expire needs Permissions.Modify on /access/users',
         );
       }
-      const password = str(ctx, 'password');
+      const password = optionalString(ctx, 'password');
       if (
         password !== undefined &&
         !self &&
@@ -426,10 +415,10 @@ export function accessRoutes(access: ServerAccess): Route[] {
     path: '/access/users/{userid}',
     description: 'Remove a user, with its tokens and ACL entries.',
     parameters: { userid: USERID, digest: DIGEST },
-    permission: { kind: 'handler', why: 'Permissions.Modify on /access/users, or the own user' },
+    permission: ownUserPermission('Permissions.Modify'),
     async handler(ctx) {
       await requireUserAccess(ctx, 'Permissions.Modify');
-      await access.deleteUser(requiredStr(ctx, 'userid'), digestOption(ctx));
+      await access.deleteUser(stringParam(ctx, 'userid'), digestOption(ctx));
       return null;
     },
   };
@@ -439,10 +428,10 @@ export function accessRoutes(access: ServerAccess): Route[] {
     path: '/access/users/{userid}/token',
     description: "List user's API tokens.",
     parameters: { userid: USERID },
-    permission: { kind: 'handler', why: 'Sys.Audit on /access/users, or the own user' },
+    permission: ownUserPermission('Sys.Audit'),
     async handler(ctx) {
       await requireUserAccess(ctx, 'Sys.Audit');
-      const { tokens, digest } = await access.listTokens(requiredStr(ctx, 'userid'));
+      const { tokens, digest } = await access.listTokens(stringParam(ctx, 'userid'));
       return dataReply(tokens, { digest });
     },
   };
@@ -452,12 +441,12 @@ export function accessRoutes(access: ServerAccess): Route[] {
     path: '/access/users/{userid}/token/{token-name}',
     description: "Read user's API token metadata.",
     parameters: TOKEN_PARAMS,
-    permission: { kind: 'handler', why: 'Sys.Audit on /access/users, or the own user' },
+    permission: ownUserPermission('Sys.Audit'),
     async handler(ctx) {
       await requireUserAccess(ctx, 'Sys.Audit');
       const { token, digest } = await access.getToken(
-        requiredStr(ctx, 'userid'),
-        requiredStr(ctx, 'token-name'),
+        stringParam(ctx, 'userid'),
+        stringParam(ctx, 'token-name'),
       );
       return dataReply(token, { digest });
     },
@@ -469,17 +458,15 @@ export function accessRoutes(access: ServerAccess): Route[] {
     description: 'Generate a new API token; its secret is shown only in this answer.',
     parameters: {
       ...TOKEN_PARAMS,
-      comment: COMMENT,
-      enable: ENABLE,
-      expire: EXPIRE,
+      ...TOKEN_PROPS,
       digest: DIGEST,
     },
-    permission: { kind: 'handler', why: 'Permissions.Modify on /access/users, or the own user' },
+    permission: ownUserPermission('Permissions.Modify'),
     async handler(ctx) {
       await requireUserAccess(ctx, 'Permissions.Modify');
       return access.generateToken(
-        requiredStr(ctx, 'userid'),
-        requiredStr(ctx, 'token-name'),
+        stringParam(ctx, 'userid'),
+        stringParam(ctx, 'token-name'),
         given(ctx, TOKEN_KEYS),
         digestOption(ctx),
       );
@@ -492,9 +479,7 @@ export function accessRoutes(access: ServerAccess): Route[] {
     description: "Update user's API token metadata.",
     parameters: {
       ...TOKEN_PARAMS,
-      comment: COMMENT,
-      enable: ENABLE,
-      expire: EXPIRE,
+      ...TOKEN_PROPS,
       delete: {
         type: 'array',
         description: 'List of properties to delete.',
@@ -503,12 +488,12 @@ export function accessRoutes(access: ServerAccess): Route[] {
       },
       digest: DIGEST,
     },
-    permission: { kind: 'handler', why: 'Permissions.Modify on /access/users, or the own user' },
+    permission: ownUserPermission('Permissions.Modify'),
     async handler(ctx) {
       await requireUserAccess(ctx, 'Permissions.Modify');
       await access.updateToken(
-        requiredStr(ctx, 'userid'),
-        requiredStr(ctx, 'token-name'),
+        stringParam(ctx, 'userid'),
+        stringParam(ctx, 'token-name'),
         { ...given(ctx, TOKEN_KEYS), delete: strings(ctx, 'delete') as 'comment'[] },
         digestOption(ctx),
       );
@@ -521,12 +506,12 @@ export function accessRoutes(access: ServerAccess): Route[] {
     path: '/access/users/{userid}/token/{token-name}',
     description: "Delete a user's API token (and its ACL entries).",
     parameters: { ...TOKEN_PARAMS, digest: DIGEST },
-    permission: { kind: 'handler', why: 'Permissions.Modify on /access/users, or the own user' },
+    permission: ownUserPermission('Permissions.Modify'),
     async handler(ctx) {
       await requireUserAccess(ctx, 'Permissions.Modify');
       await access.deleteToken(
-        requiredStr(ctx, 'userid'),
-        requiredStr(ctx, 'token-name'),
+        stringParam(ctx, 'userid'),
+        stringParam(ctx, 'token-name'),
         digestOption(ctx),
       );
       return null;
@@ -548,10 +533,10 @@ export function accessRoutes(access: ServerAccess): Route[] {
     permission: { kind: 'anybody' },
     async handler(ctx) {
       const me = caller(ctx);
-      const path = str(ctx, 'path');
+      const path = optionalString(ctx, 'path');
       const { entries, digest } = await access.readAcl({
         ...(path === undefined ? {} : { path }),
-        exact: bool(ctx, 'exact') === true,
+        exact: optionalBoolean(ctx, 'exact') === true,
       });
       if (await has(ctx, '/access/acl', 'Sys.Audit')) return dataReply(entries, { digest });
       const own = formatUserid(me);
@@ -591,9 +576,9 @@ export function accessRoutes(access: ServerAccess): Route[] {
     },
     async handler(ctx) {
       const me = caller(ctx);
-      const authIdText = str(ctx, 'auth-id');
+      const authIdText = optionalString(ctx, 'auth-id');
       const privileged = await has(ctx, '/access/acl', 'Permissions.Modify');
-      if (str(ctx, 'group') !== undefined) {
+      if (optionalString(ctx, 'group') !== undefined) {
         throw new BurrowError('INVALID_ARGUMENT', 'group ACLs are not supported');
       }
       if (authIdText === undefined) {
@@ -613,11 +598,11 @@ export function accessRoutes(access: ServerAccess): Route[] {
       }
       await access.updateAcl(
         {
-          path: requiredStr(ctx, 'path'),
-          role: requiredStr(ctx, 'role'),
+          path: stringParam(ctx, 'path'),
+          role: stringParam(ctx, 'role'),
           authId: authIdText,
-          propagate: bool(ctx, 'propagate') ?? true,
-          delete: bool(ctx, 'delete') === true,
+          propagate: optionalBoolean(ctx, 'propagate') ?? true,
+          delete: optionalBoolean(ctx, 'delete') === true,
         },
         digestOption(ctx),
       );
@@ -643,14 +628,14 @@ export function accessRoutes(access: ServerAccess): Route[] {
     async handler(ctx) {
       const me = caller(ctx);
       if (isToken(me)) throw permissionDenied('API tokens cannot access this API endpoint');
-      const userid = canonicalUserid(requiredStr(ctx, 'userid'));
+      const userid = canonicalUserid(stringParam(ctx, 'userid'));
       const self = formatUserid(me) === userid;
       const allowed =
         self ||
         isSuperuser(me) ||
         (parseUserid(userid).realm !== 'pam' && (await has(ctx, '/', 'Permissions.Modify')));
       if (!allowed) throw permissionDenied('you are not authorized to change the password.');
-      const confirmation = str(ctx, 'confirmation-password');
+      const confirmation = optionalString(ctx, 'confirmation-password');
       if (
         confirmation !== undefined &&
         !(await access.checkUserPassword(formatUserid(me), confirmation))
@@ -660,7 +645,7 @@ export function accessRoutes(access: ServerAccess): Route[] {
           'authentication failed - confirmation password is wrong',
         );
       }
-      await access.setPassword(userid, requiredStr(ctx, 'password'));
+      await access.setPassword(userid, stringParam(ctx, 'password'));
       return null;
     },
   };

@@ -24,7 +24,16 @@ import {
   type BackupGroup,
   type BackupNamespace,
 } from '../../../types/backup.js';
-import type { ParamSchema, ParamSpec, RouteContext } from '../route.js';
+import {
+  integerParam,
+  optionalInteger,
+  optionalString,
+  stringParam,
+  type ParamSchema,
+  type ParamSpec,
+  type Permission,
+  type RouteContext,
+} from '../route.js';
 import { permissionDenied } from '../router.js';
 import { PRIVILEGES, type Privilege, type ServerDeps } from '../../server-types.js';
 
@@ -119,44 +128,7 @@ export const KEEP_PARAMS: ParamSchema = Object.fromEntries(
 );
 
 // ---------------------------------------------------------------------------------------------
-// Reading parameters
-
-export function stringParam(ctx: RouteContext, name: string): string {
-  const value = ctx.params[name];
-  if (typeof value !== 'string') {
-    throw new BurrowError(
-      'INVALID_ARGUMENT',
-      `parameter verification failed - '${name}': property is missing and it is not optional`,
-    );
-  }
-  return value;
-}
-
-export function optionalString(ctx: RouteContext, name: string): string | undefined {
-  const value = ctx.params[name];
-  return typeof value === 'string' ? value : undefined;
-}
-
-export function integerParam(ctx: RouteContext, name: string): number {
-  const value = ctx.params[name];
-  if (typeof value !== 'number') {
-    throw new BurrowError(
-      'INVALID_ARGUMENT',
-      `parameter verification failed - '${name}': property is missing and it is not optional`,
-    );
-  }
-  return value;
-}
-
-export function optionalInteger(ctx: RouteContext, name: string): number | undefined {
-  const value = ctx.params[name];
-  return typeof value === 'number' ? value : undefined;
-}
-
-export function booleanParam(ctx: RouteContext, name: string, fallback: boolean): boolean {
-  const value = ctx.params[name];
-  return typeof value === 'boolean' ? value : fallback;
-}
+// Reading the datastore parameters (the plain getters are route.ts's)
 
 /** The namespace in parameter `name` (default `ns`); absent or empty is the root. */
 export function namespaceParam(ctx: RouteContext, name = 'ns'): BackupNamespace {
@@ -268,6 +240,64 @@ export async function checkPrivsAndOpenStore(
   const ds = await openStore(ctx.deps, store);
   if (limited) checkBackupOwner(await ds.getOwner(group), callerOf(ctx));
   return ds;
+}
+
+/**
+ * Who may use a route on one group or snapshot (PBS's check_privs_and_load_store): any of `full`
+ * on the group's namespace, or any of `partial` there and owning the group. Stated once per
+ * route, for both its documented permission and its check.
+ */
+export interface OwnerRule {
+  readonly full: readonly Privilege[];
+  readonly partial: readonly Privilege[];
+}
+
+/** Removing or pruning: Datastore.Modify, or Datastore.Prune and owning the group. */
+export const MODIFY_OR_PRUNE_OWNER: OwnerRule = {
+  full: ['Datastore.Modify'],
+  partial: ['Datastore.Prune'],
+};
+
+/** The route's `permission` for an OwnerRule: checked by the handler, described for the docs. */
+export function ownerRulePermission(rule: OwnerRule): Permission {
+  return {
+    kind: 'handler',
+    why: `${rule.full.join(' or ')}, or ${rule.partial.join(' or ')} and owning the group, on /datastore/{store}[/{ns}]`,
+  };
+}
+
+/** The group the request names (store, ns, backup-type, backup-id) and its store, checked by `rule`. */
+export async function openCheckedGroup(
+  ctx: RouteContext,
+  rule: OwnerRule,
+): Promise<{ store: DataStore; group: BackupGroup }> {
+  const group = groupParam(ctx);
+  const store = await checkPrivsAndOpenStore(
+    ctx,
+    stringParam(ctx, 'store'),
+    group.ns,
+    rule.full,
+    rule.partial,
+    group,
+  );
+  return { store, group };
+}
+
+/** The snapshot the request names (SNAPSHOT_PARAMS) and its store, checked by `rule`. */
+export async function openCheckedSnapshot(
+  ctx: RouteContext,
+  rule: OwnerRule,
+): Promise<{ store: DataStore; dir: BackupDir }> {
+  const dir = snapshotParam(ctx);
+  const store = await checkPrivsAndOpenStore(
+    ctx,
+    stringParam(ctx, 'store'),
+    dir.group.ns,
+    rule.full,
+    rule.partial,
+    dir.group,
+  );
+  return { store, dir };
 }
 
 /** The privileges that make a namespace visible at all (PBS's NS_PRIVS_OK). */

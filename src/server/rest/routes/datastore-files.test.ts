@@ -20,11 +20,10 @@ import { pxarArchiveNames } from './datastore-archive.js';
 import { parseAuthid } from '../../../types/auth.js';
 import { ROOT_NAMESPACE, backupDir, backupGroup, type BackupDir } from '../../../types/backup.js';
 import { SnapshotBuilder, newCatalog } from '../../../../test/helpers/snapshot-builder.js';
+import { readTar, readZip } from '../../../../test/helpers/archive-readers.js';
 import {
   ROLES,
   api,
-  readTar,
-  readZip,
   startRestWorld,
   type RestWorld,
 } from '../../../../test/helpers/rest-datastore-fixture.js';
@@ -61,6 +60,13 @@ const q = (dir: BackupDir, extra: Record<string, string | number | boolean> = {}
   ...extra,
 });
 const b64 = (text: string): string => Buffer.from(text).toString('base64');
+/** GET a snapshot route of store1 as `user`, with the snapshot's parameters and `extra`. */
+const get = (
+  route: string,
+  user: string,
+  dir: BackupDir,
+  extra: Record<string, string | number | boolean> = {},
+) => api(world, 'GET', `/admin/datastore/store1/${route}`, user, q(dir, extra));
 
 /** a.txt, dir/b.bin (+ hardlink dir/hard), dir/sub/c.txt (0640), dir/empty/, link -> a.txt */
 function makeTree(root: string): void {
@@ -120,61 +126,21 @@ afterAll(async () => {
 
 describe('download', () => {
   it('sends the stored bytes of a file for Datastore.Read and for the owner', async () => {
-    const r = await api(
-      world,
-      'GET',
-      '/admin/datastore/store1/download',
-      'reader@pbs',
-      q(LEGACY, {
-        'file-name': 'vm.conf.blob',
-      }),
-    );
+    const r = await get('download', 'reader@pbs', LEGACY, { 'file-name': 'vm.conf.blob' });
     expect(r.status).toBe(200);
     expect(r.headers.get('content-type')).toBe('application/octet-stream');
     expect(r.body.equals(encodeBlob(conf, { compress: true }))).toBe(true);
-    const owner = await api(
-      world,
-      'GET',
-      '/admin/datastore/store1/download',
-      'backup@pbs',
-      q(LEGACY, {
-        'file-name': 'index.json.blob',
-      }),
-    );
+    const owner = await get('download', 'backup@pbs', LEGACY, { 'file-name': 'index.json.blob' });
     expect(owner.status).toBe(200);
-    const other = await api(
-      world,
-      'GET',
-      '/admin/datastore/store1/download',
-      'other@pbs',
-      q(LEGACY, {
-        'file-name': 'vm.conf.blob',
-      }),
-    );
+    const other = await get('download', 'other@pbs', LEGACY, { 'file-name': 'vm.conf.blob' });
     expect(other.status).toBe(400);
     expect(other.text).toBe('backup owner check failed (other@pbs != backup@pbs)');
-    const audit = await api(
-      world,
-      'GET',
-      '/admin/datastore/store1/download',
-      'audit@pbs',
-      q(LEGACY, {
-        'file-name': 'vm.conf.blob',
-      }),
-    );
+    const audit = await get('download', 'audit@pbs', LEGACY, { 'file-name': 'vm.conf.blob' });
     expect(audit.status).toBe(403);
     expect(audit.text).toBe(
       'permission check failed - missing Datastore.Read|Datastore.Backup on /datastore/store1',
     );
-    const missing = await api(
-      world,
-      'GET',
-      '/admin/datastore/store1/download',
-      'reader@pbs',
-      q(LEGACY, {
-        'file-name': 'nope.blob',
-      }),
-    );
+    const missing = await get('download', 'reader@pbs', LEGACY, { 'file-name': 'nope.blob' });
     expect(missing.status).toBe(404);
     expect(missing.text).toBe('File open failed: ENOENT');
   });
@@ -182,51 +148,25 @@ describe('download', () => {
 
 describe('download-decoded', () => {
   it('decodes blobs, fixed and dynamic indexes', async () => {
-    const blob = await api(
-      world,
-      'GET',
-      '/admin/datastore/store1/download-decoded',
-      'reader@pbs',
-      q(LEGACY, {
-        'file-name': 'vm.conf.blob',
-      }),
-    );
+    const blob = await get('download-decoded', 'reader@pbs', LEGACY, {
+      'file-name': 'vm.conf.blob',
+    });
     expect(Buffer.from(conf).equals(blob.body)).toBe(true);
-    const img = await api(
-      world,
-      'GET',
-      '/admin/datastore/store1/download-decoded',
-      'reader@pbs',
-      q(LEGACY, {
-        'file-name': 'disk.img.fidx',
-      }),
-    );
+    const img = await get('download-decoded', 'reader@pbs', LEGACY, {
+      'file-name': 'disk.img.fidx',
+    });
     expect(img.status).toBe(200);
     expect(img.body.equals(image)).toBe(true);
-    const payload = await api(
-      world,
-      'GET',
-      '/admin/datastore/store1/download-decoded',
-      'reader@pbs',
-      q(SPLIT, {
-        'file-name': 'root.ppxar.didx',
-      }),
-    );
+    const payload = await get('download-decoded', 'reader@pbs', SPLIT, {
+      'file-name': 'root.ppxar.didx',
+    });
     expect(payload.status).toBe(200);
     // The payload stream holds every file's content; b.bin is its largest part.
     expect(payload.body.includes(Buffer.from(big))).toBe(true);
   });
 
   it('refuses encrypted files', async () => {
-    const r = await api(
-      world,
-      'GET',
-      '/admin/datastore/store1/download-decoded',
-      'reader@pbs',
-      q(CRYPT, {
-        'file-name': 'root.pxar.didx',
-      }),
-    );
+    const r = await get('download-decoded', 'reader@pbs', CRYPT, { 'file-name': 'root.pxar.didx' });
     expect(r.status).toBe(400);
     expect(r.text).toBe("cannot decode 'root.pxar.didx' - is encrypted");
   });
@@ -234,28 +174,12 @@ describe('download-decoded', () => {
 
 describe('catalog', () => {
   it('lists the archives at the root and a directory of the catalog', async () => {
-    const root = await api(
-      world,
-      'GET',
-      '/admin/datastore/store1/catalog',
-      'reader@pbs',
-      q(LEGACY, {
-        filepath: 'root',
-      }),
-    );
+    const root = await get('catalog', 'reader@pbs', LEGACY, { filepath: 'root' });
     expect(root.status).toBe(200);
     expect(root.data).toEqual([
       { filepath: b64('/root.pxar.didx'), text: 'root.pxar.didx', type: 'd', leaf: false },
     ]);
-    const top = await api(
-      world,
-      'GET',
-      '/admin/datastore/store1/catalog',
-      'reader@pbs',
-      q(LEGACY, {
-        filepath: b64('/root.pxar.didx'),
-      }),
-    );
+    const top = await get('catalog', 'reader@pbs', LEGACY, { filepath: b64('/root.pxar.didx') });
     expect(top.data).toEqual([
       {
         filepath: b64('root.pxar.didx/a.txt'),
@@ -268,30 +192,18 @@ describe('catalog', () => {
       { filepath: b64('root.pxar.didx/dir'), text: 'dir', type: 'd', leaf: false },
       { filepath: b64('root.pxar.didx/link'), text: 'link', type: 'l', leaf: true },
     ]);
-    const missing = await api(
-      world,
-      'GET',
-      '/admin/datastore/store1/catalog',
-      'reader@pbs',
-      q(LEGACY, {
-        filepath: b64('/root.pxar.didx/nope'),
-      }),
-    );
+    const missing = await get('catalog', 'reader@pbs', LEGACY, {
+      filepath: b64('/root.pxar.didx/nope'),
+    });
     expect(missing.status).toBe(404);
     expect(missing.text).toBe('path "/root.pxar.didx/nope" not found in catalog');
   });
 
   it("reads a split archive's metadata with archive-name (a .pxar name falls back to .mpxar)", async () => {
-    const r = await api(
-      world,
-      'GET',
-      '/admin/datastore/store1/catalog',
-      'reader@pbs',
-      q(SPLIT, {
-        filepath: b64('/dir'),
-        'archive-name': 'root.pxar.didx',
-      }),
-    );
+    const r = await get('catalog', 'reader@pbs', SPLIT, {
+      filepath: b64('/dir'),
+      'archive-name': 'root.pxar.didx',
+    });
     expect(r.status).toBe(200);
     expect(r.data).toEqual([
       {
@@ -312,41 +224,23 @@ describe('catalog', () => {
 describe('pxar-file-download', () => {
   it('sends a file, and a hardlink as its target, from legacy and split archives', async () => {
     for (const dir of [LEGACY, SPLIT]) {
-      const file = await api(
-        world,
-        'GET',
-        '/admin/datastore/store1/pxar-file-download',
-        'reader@pbs',
-        q(dir, {
-          filepath: b64('/root.pxar.didx/dir/b.bin'),
-        }),
-      );
+      const file = await get('pxar-file-download', 'reader@pbs', dir, {
+        filepath: b64('/root.pxar.didx/dir/b.bin'),
+      });
       expect(file.status).toBe(200);
       expect(file.body.equals(big)).toBe(true);
-      const hard = await api(
-        world,
-        'GET',
-        '/admin/datastore/store1/pxar-file-download',
-        'reader@pbs',
-        q(dir, {
-          filepath: b64('/dir/hard'),
-          'archive-name': 'root.pxar.didx',
-        }),
-      );
+      const hard = await get('pxar-file-download', 'reader@pbs', dir, {
+        filepath: b64('/dir/hard'),
+        'archive-name': 'root.pxar.didx',
+      });
       expect(hard.body.equals(big)).toBe(true);
     }
   });
 
   it('sends a directory as ZIP', async () => {
-    const r = await api(
-      world,
-      'GET',
-      '/admin/datastore/store1/pxar-file-download',
-      'reader@pbs',
-      q(SPLIT, {
-        filepath: b64('/root.pxar.didx/dir'),
-      }),
-    );
+    const r = await get('pxar-file-download', 'reader@pbs', SPLIT, {
+      filepath: b64('/root.pxar.didx/dir'),
+    });
     expect(r.status).toBe(200);
     const members = readZip(r.body);
     expect(members.map((m) => m.name)).toEqual([
@@ -365,16 +259,10 @@ describe('pxar-file-download', () => {
   });
 
   it('sends a directory as tar.zst with tar=1', async () => {
-    const r = await api(
-      world,
-      'GET',
-      '/admin/datastore/store1/pxar-file-download',
-      'reader@pbs',
-      q(LEGACY, {
-        filepath: b64('/root.pxar.didx/'),
-        tar: true,
-      }),
-    );
+    const r = await get('pxar-file-download', 'reader@pbs', LEGACY, {
+      filepath: b64('/root.pxar.didx/'),
+      tar: true,
+    });
     expect(r.status).toBe(200);
     const members = readTar(decompress(r.body));
     expect(members.map((m) => [m.name, m.type])).toEqual([
@@ -396,47 +284,21 @@ describe('pxar-file-download', () => {
   });
 
   it('refuses encrypted archives, unknown paths and unsupported kinds', async () => {
-    const crypt = await api(
-      world,
-      'GET',
-      '/admin/datastore/store1/pxar-file-download',
-      'reader@pbs',
-      q(CRYPT, {
-        filepath: b64('/root.pxar.didx/a.txt'),
-      }),
-    );
+    const crypt = await get('pxar-file-download', 'reader@pbs', CRYPT, {
+      filepath: b64('/root.pxar.didx/a.txt'),
+    });
     expect(crypt.status).toBe(400);
     expect(crypt.text).toBe("cannot decode 'root.pxar.didx' - is encrypted");
-    const missing = await api(
-      world,
-      'GET',
-      '/admin/datastore/store1/pxar-file-download',
-      'reader@pbs',
-      q(LEGACY, {
-        filepath: b64('/root.pxar.didx/nope'),
-      }),
-    );
+    const missing = await get('pxar-file-download', 'reader@pbs', LEGACY, {
+      filepath: b64('/root.pxar.didx/nope'),
+    });
     expect(missing.status).toBe(404);
-    const link = await api(
-      world,
-      'GET',
-      '/admin/datastore/store1/pxar-file-download',
-      'reader@pbs',
-      q(LEGACY, {
-        filepath: b64('/root.pxar.didx/link'),
-      }),
-    );
+    const link = await get('pxar-file-download', 'reader@pbs', LEGACY, {
+      filepath: b64('/root.pxar.didx/link'),
+    });
     expect(link.status).toBe(400);
     expect(link.text).toBe('cannot download file of type symlink');
-    const bad64 = await api(
-      world,
-      'GET',
-      '/admin/datastore/store1/pxar-file-download',
-      'reader@pbs',
-      q(LEGACY, {
-        filepath: '!!',
-      }),
-    );
+    const bad64 = await get('pxar-file-download', 'reader@pbs', LEGACY, { filepath: '!!' });
     expect(bad64.status).toBe(400);
   });
 });
@@ -466,7 +328,7 @@ describe('upload-backup-log', () => {
     expect(again.status).toBe(409);
     expect(again.text).toBe('backup already contains a log.');
     // The log shows up in the snapshot's files, without size or crypt mode.
-    const files = await api(world, 'GET', '/admin/datastore/store1/files', 'reader@pbs', q(LEGACY));
+    const files = await get('files', 'reader@pbs', LEGACY);
     expect((files.data as Array<Record<string, unknown>>).at(-1)).toEqual({
       filename: CLIENT_LOG_BLOB_NAME,
     });
@@ -495,15 +357,7 @@ describe('damaged data', () => {
     const last = index.index.digest(index.index.count - 1);
     writeFileSync(world.store.chunkStore.chunkPath(last), Buffer.from('garbage'));
     await expect(
-      api(
-        world,
-        'GET',
-        '/admin/datastore/store1/download-decoded',
-        'reader@pbs',
-        q(LEGACY, {
-          'file-name': 'disk.img.fidx',
-        }),
-      ),
+      get('download-decoded', 'reader@pbs', LEGACY, { 'file-name': 'disk.img.fidx' }),
     ).rejects.toThrow();
   });
 });

@@ -28,16 +28,22 @@ import type { PxarAccessor, AccessorEntry } from '../../../pxar/accessor.js';
 import type { EntryKind } from '../../../pxar/format.js';
 import type { BackupDir } from '../../../types/backup.js';
 import { formatSnapshot } from '../../../types/backup.js';
-import { rawReply, type Route, type RouteContext } from '../route.js';
+import {
+  booleanParam,
+  optionalString,
+  stringParam,
+  rawReply,
+  type ParamSchema,
+  type Route,
+  type RouteContext,
+} from '../route.js';
 import { zipStream, type ZipEntry } from '../zip-writer.js';
 import {
   ARCHIVE_NAME_PARAM,
   SNAPSHOT_PARAMS,
-  booleanParam,
-  checkPrivsAndOpenStore,
-  optionalString,
-  snapshotParam,
-  stringParam,
+  openCheckedSnapshot,
+  ownerRulePermission,
+  type OwnerRule,
 } from './datastore-common.js';
 import { IndexArchive, openPxar, pxarArchiveNames, refuseEncrypted } from './datastore-archive.js';
 import { readBackupIndex } from '../../../datastore/api-listing.js';
@@ -49,34 +55,38 @@ const OCTET_STREAM = 'application/octet-stream';
 const MAX_BLOB_FILE_SIZE = MAX_BLOB_SIZE + ENCRYPTED_BLOB_HEADER_SIZE;
 const SLASH = 0x2f;
 
-const READ_WHY =
-  'Datastore.Read, or Datastore.Backup and owning the group, on /datastore/{store}[/{ns}]';
+/** Reading a snapshot's files: Datastore.Read, or Datastore.Backup and owning the group. */
+const READ_OR_OWNER: OwnerRule = { full: ['Datastore.Read'], partial: ['Datastore.Backup'] };
 
-/** The snapshot of the request and its store, after PBS's read permission check. */
-async function readableSnapshot(ctx: RouteContext): Promise<{ store: DataStore; dir: BackupDir }> {
-  const dir = snapshotParam(ctx);
-  const store = await checkPrivsAndOpenStore(
-    ctx,
-    stringParam(ctx, 'store'),
-    dir.group.ns,
-    ['Datastore.Read'],
-    ['Datastore.Backup'],
-    dir.group,
-  );
-  return { store, dir };
+/** A byte stream for a raw reply (the iterables yield Uint8Arrays, not objects). */
+function byteStream(source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>): Readable {
+  return Readable.from(source, { objectMode: false });
 }
 
-const FILE_NAME_PARAM = { ...ARCHIVE_NAME_PARAM, description: 'Raw file name.' } as const;
+function logDownload(ctx: RouteContext, store: DataStore, dir: BackupDir, name: string): void {
+  ctx.deps.log.info(
+    `Download ${name} from datastore '${store.name}' (${formatSnapshot(dir)}/${name})`,
+  );
+}
+
+/** The client log is the backup's owner's to add, with Datastore.Backup; nobody else's. */
+const OWNER_ONLY: OwnerRule = { full: [], partial: ['Datastore.Backup'] };
+
+/** A snapshot and one of its files, by the name the manifest lists. */
+const SNAPSHOT_FILE_PARAMS: ParamSchema = {
+  ...SNAPSHOT_PARAMS,
+  'file-name': { ...ARCHIVE_NAME_PARAM, description: 'Raw file name.' },
+};
 
 const download: Route = {
   method: 'GET',
   path: `${BASE}/download`,
   description: 'Download single raw file from backup snapshot.',
-  parameters: { ...SNAPSHOT_PARAMS, 'file-name': FILE_NAME_PARAM },
-  permission: { kind: 'handler', why: READ_WHY },
+  parameters: SNAPSHOT_FILE_PARAMS,
+  permission: ownerRulePermission(READ_OR_OWNER),
   raw: 'download',
   async handler(ctx) {
-    const { store, dir } = await readableSnapshot(ctx);
+    const { store, dir } = await openCheckedSnapshot(ctx, READ_OR_OWNER);
     const name = stringParam(ctx, 'file-name');
     const path = store.archivePath(dir, name);
     let handle;
@@ -105,9 +115,7 @@ const download: Route = {
       await handle.close();
       throw error;
     }
-    ctx.deps.log.info(
-      `Download ${name} from datastore '${store.name}' (${formatSnapshot(dir)}/${name})`,
-    );
+    logDownload(ctx, store, dir, name);
     return rawReply(OCTET_STREAM, handle.createReadStream());
   },
 };
@@ -117,23 +125,21 @@ const downloadDecoded: Route = {
   path: `${BASE}/download-decoded`,
   description:
     "Download single decoded file from backup snapshot. Only works if it's not encrypted.",
-  parameters: { ...SNAPSHOT_PARAMS, 'file-name': FILE_NAME_PARAM },
-  permission: { kind: 'handler', why: READ_WHY },
+  parameters: SNAPSHOT_FILE_PARAMS,
+  permission: ownerRulePermission(READ_OR_OWNER),
   raw: 'download',
   async handler(ctx) {
-    const { store, dir } = await readableSnapshot(ctx);
+    const { store, dir } = await openCheckedSnapshot(ctx, READ_OR_OWNER);
     const name = stringParam(ctx, 'file-name');
     if (!isArchiveName(name)) archiveTypeOf(name); // throws INVALID_ARCHIVE_NAME
     const { manifest, files } = await readBackupIndex(store, dir);
     refuseEncrypted(files, name);
-    ctx.deps.log.info(
-      `Download ${name} from datastore '${store.name}' (${formatSnapshot(dir)}/${name})`,
-    );
+    logDownload(ctx, store, dir, name);
     if (archiveTypeOf(name) === 'blob') {
       return rawReply(OCTET_STREAM, decodeBlob(await store.loadBlob(dir, name)));
     }
     const archive = await IndexArchive.open(store, dir, manifest, name);
-    return rawReply(OCTET_STREAM, Readable.from(archive.stream(), { objectMode: false }));
+    return rawReply(OCTET_STREAM, byteStream(archive.stream()));
   },
 };
 
@@ -251,9 +257,9 @@ const catalog: Route = {
     filepath: { type: 'string', description: 'Base64 encoded path.' },
     'archive-name': { ...ARCHIVE_NAME_PARAM, optional: true },
   },
-  permission: { kind: 'handler', why: READ_WHY },
+  permission: ownerRulePermission(READ_OR_OWNER),
   async handler(ctx): Promise<ArchiveEntry[]> {
-    const { store, dir } = await readableSnapshot(ctx);
+    const { store, dir } = await openCheckedSnapshot(ctx, READ_OR_OWNER);
     const given = optionalString(ctx, 'archive-name');
     const name = given === undefined ? CATALOG_NAME : serverArchiveName(given);
     const { manifest, files } = await readBackupIndex(store, dir);
@@ -279,6 +285,18 @@ async function* walk(accessor: PxarAccessor, dir: AccessorEntry): AsyncGenerator
   }
 }
 
+/**
+ * What a directory download holds: the directory itself (unless it is the archive's root, which
+ * has no name) and everything below it.
+ */
+async function* downloadedEntries(
+  accessor: PxarAccessor,
+  start: AccessorEntry,
+): AsyncGenerator<AccessorEntry> {
+  if (start.path.byteLength > 0) yield start;
+  yield* walk(accessor, start);
+}
+
 /** `path` relative to the parent directory of the downloaded directory. */
 function relativeTo(prefix: Uint8Array): (path: Uint8Array) => Uint8Array {
   return (path) => (prefix.byteLength === 0 ? path : path.subarray(prefix.byteLength + 1));
@@ -292,11 +310,7 @@ function parentOf(path: Uint8Array): Uint8Array {
 /** ZIP entries as PBS's create_zip makes them: directories, files, hardlinks as files, symlinks. */
 async function* zipEntries(accessor: PxarAccessor, start: AccessorEntry): AsyncGenerator<ZipEntry> {
   const rel = relativeTo(parentOf(start.path));
-  const all = async function* (): AsyncGenerator<AccessorEntry> {
-    if (start.path.byteLength > 0) yield start;
-    yield* walk(accessor, start);
-  };
-  for await (const entry of all()) {
+  for await (const entry of downloadedEntries(accessor, start)) {
     const path = rel(entry.path);
     const body = entry.body;
     const stat = entry.metadata?.stat;
@@ -353,11 +367,7 @@ function startsWithDir(path: Uint8Array, dir: Uint8Array): boolean {
 async function* tarEntries(accessor: PxarAccessor, start: AccessorEntry): AsyncGenerator<TarEntry> {
   const rel = relativeTo(parentOf(start.path));
   const outside = new Map<string, Uint8Array>();
-  const all = async function* (): AsyncGenerator<AccessorEntry> {
-    if (start.path.byteLength > 0) yield start;
-    yield* walk(accessor, start);
-  };
-  for await (const entry of all()) {
+  for await (const entry of downloadedEntries(accessor, start)) {
     const path = rel(entry.path);
     const body = entry.body;
     const stat = entry.metadata?.stat;
@@ -440,10 +450,10 @@ const pxarFileDownload: Route = {
     tar: { type: 'boolean', optional: true, description: 'Download as .tar.zst' },
     'archive-name': { ...ARCHIVE_NAME_PARAM, optional: true },
   },
-  permission: { kind: 'handler', why: READ_WHY },
+  permission: ownerRulePermission(READ_OR_OWNER),
   raw: 'download',
   async handler(ctx) {
-    const { store, dir } = await readableSnapshot(ctx);
+    const { store, dir } = await openCheckedSnapshot(ctx, READ_OR_OWNER);
     const decoded = decodeBase64Path(stringParam(ctx, 'filepath'));
     const given = optionalString(ctx, 'archive-name');
     let archiveName: string;
@@ -476,29 +486,20 @@ const pxarFileDownload: Route = {
     }
     switch (entry.body.kind) {
       case 'file':
-        return rawReply(
-          OCTET_STREAM,
-          Readable.from(accessor.readFile(entry), { objectMode: false }),
-        );
+        return rawReply(OCTET_STREAM, byteStream(accessor.readFile(entry)));
       case 'hardlink': {
         const target = await accessor.resolveHardlink(entry);
-        return rawReply(
-          OCTET_STREAM,
-          Readable.from(accessor.readFile(target), { objectMode: false }),
-        );
+        return rawReply(OCTET_STREAM, byteStream(accessor.readFile(target)));
       }
       case 'directory': {
         if (booleanParam(ctx, 'tar', false)) {
-          const tar = Readable.from(tarStream(tarEntries(accessor, entry)), { objectMode: false });
+          const tar = byteStream(tarStream(tarEntries(accessor, entry)));
           const zst = new CompressStream({ compressionLevel: 3 });
           // An error on either side destroys both, so the response ends in an error too.
           pipeline(tar, zst, () => undefined);
           return rawReply(OCTET_STREAM, zst);
         }
-        return rawReply(
-          OCTET_STREAM,
-          Readable.from(zipStream(zipEntries(accessor, entry)), { objectMode: false }),
-        );
+        return rawReply(OCTET_STREAM, byteStream(zipStream(zipEntries(accessor, entry))));
       }
       case 'symlink':
       case 'block-device':
@@ -540,15 +541,7 @@ const uploadBackupLog: Route = {
   permission: { kind: 'handler', why: 'Only the backup creator/owner is allowed to do this.' },
   raw: 'upload',
   async handler(ctx) {
-    const dir = snapshotParam(ctx);
-    const store = await checkPrivsAndOpenStore(
-      ctx,
-      stringParam(ctx, 'store'),
-      dir.group.ns,
-      [],
-      ['Datastore.Backup'],
-      dir.group,
-    );
+    const { store, dir } = await openCheckedSnapshot(ctx, OWNER_ONLY);
     await store.snapshotInfo(dir); // NOT_FOUND for a snapshot that does not exist
     if (await pathExists(store.archivePath(dir, CLIENT_LOG_BLOB_NAME))) {
       throw new BurrowError('ALREADY_EXISTS', 'backup already contains a log.');

@@ -12,6 +12,7 @@ import {
 import { bytesOf, makeChunk, writeSnapshot } from '../../../../test/helpers/store-fixture.js';
 import {
   ROLES,
+  addSnapshot,
   api,
   startRestWorld,
   waitTask,
@@ -23,14 +24,13 @@ const T = 1_700_000_000; // 2023-11-14T22:13:20Z
 let world: RestWorld;
 let seed = 100;
 
-async function snapshot(dir: BackupDir, owner?: string): Promise<void> {
-  // writeSnapshot writes as root@pam, so an existing group is handed back to root first.
-  await world.store.setOwner(dir.group, parseAuthid('root@pam'), true).catch(() => undefined);
-  await writeSnapshot(world.store, dir, [
-    { kind: 'didx', name: 'root.pxar.didx', chunks: [makeChunk(bytesOf(seed++, 500))] },
-  ]);
-  if (owner !== undefined) await world.store.setOwner(dir.group, parseAuthid(owner), true);
-}
+const snapshot = (dir: BackupDir, owner?: string): Promise<void> =>
+  addSnapshot(
+    world,
+    dir,
+    [{ kind: 'didx', name: 'root.pxar.didx', chunks: [makeChunk(bytesOf(seed++, 500))] }],
+    owner,
+  );
 
 const times = async (g: BackupGroup): Promise<number[]> =>
   (await world.store.listSnapshots(g)).map((s) => s.dir.time);

@@ -4,6 +4,7 @@
  * (`gc`: start and status) and `verify`. Every real run is a task of the caller; the routes
  * answer with its UPID while it runs, and its log and state are read through the task API.
  */
+import type { SnapshotInfo } from '../../../datastore/backup-info.js';
 import type { DataStore } from '../../../datastore/datastore.js';
 import { garbageCollection, garbageCollectionRunning } from '../../../datastore/gc.js';
 import type { GcStatusData } from '../../../datastore/gc-status.js';
@@ -35,8 +36,17 @@ import {
   type BackupGroup,
   type BackupNamespace,
 } from '../../../types/backup.js';
+import type { PruneListItem } from '../../../types/api.js';
 import type { ServerDeps } from '../../server-types.js';
-import type { Route, RouteContext } from '../route.js';
+import {
+  booleanParam,
+  optionalInteger,
+  optionalString,
+  stringParam,
+  type ParamSpec,
+  type Route,
+  type RouteContext,
+} from '../route.js';
 import {
   BACKUP_ID_PARAM,
   BACKUP_TIME_PARAM,
@@ -48,22 +58,20 @@ import {
   STORE_NS_PARAMS,
   STORE_PARAM,
   aclPath,
-  booleanParam,
   callerOf,
   checkBackupOwner,
   checkNsPrivs,
-  checkPrivsAndOpenStore,
   groupParam,
   keepParams,
   listAccessibleGroups,
+  MODIFY_OR_PRUNE_OWNER,
   namespaceParam,
+  openCheckedGroup,
   openStore,
-  optionalInteger,
-  optionalString,
+  ownerRulePermission,
   permissionDenied,
   spawnTask,
   storeAndNs,
-  stringParam,
 } from './datastore-common.js';
 
 const BASE = '/admin/datastore/{store}';
@@ -71,16 +79,13 @@ const BASE = '/admin/datastore/{store}';
 // ---------------------------------------------------------------------------------------------
 // prune (one group)
 
-/** PBS's prune result item; `ns` only in dry runs outside the root namespace. */
-export interface PruneListItem {
-  'backup-type': string;
-  'backup-id': string;
-  'backup-time': number;
-  keep: boolean;
-  protected: boolean;
-  ns?: string;
-}
+const DRY_RUN_PARAM: ParamSpec = {
+  type: 'boolean',
+  default: false,
+  description: 'Just show what prune would do, but do not delete anything.',
+};
 
+/** PBS's prune result item; `ns` only in dry runs outside the root namespace. */
 function pruneItem(dir: BackupDir, mark: PruneMark, withNs: boolean): PruneListItem {
   const ns = namespaceToString(dir.group.ns);
   return {
@@ -91,6 +96,22 @@ function pruneItem(dir: BackupDir, mark: PruneMark, withNs: boolean): PruneListI
     protected: mark === 'protected',
     ...(withNs && ns !== '' ? { ns } : {}),
   };
+}
+
+/**
+ * What prune would do to a group's snapshots, oldest first (the order PBS removes and logs
+ * them in). A snapshot whose directory cannot be read counts as protected, as in pruneGroup.
+ */
+function pruneSelection(snapshots: readonly SnapshotInfo[], keep: KeepOptions) {
+  return computePruneInfo(
+    snapshots.map((s) => ({
+      dir: s.dir,
+      time: s.dir.time,
+      finished: s.finished,
+      protected: s.protected || s.error !== undefined,
+    })),
+    keep,
+  ).reverse();
 }
 
 async function pruneOneGroup(
@@ -114,47 +135,22 @@ const prune: Route = {
   parameters: {
     ...GROUP_PARAMS,
     ...KEEP_PARAMS,
-    'dry-run': {
-      type: 'boolean',
-      default: false,
-      description: 'Just show what prune would do, but do not delete anything.',
-    },
+    'dry-run': DRY_RUN_PARAM,
     'use-task': {
       type: 'boolean',
       default: false,
       description: 'Spins up an asynchronous task that does the work.',
     },
   },
-  permission: {
-    kind: 'handler',
-    why: 'Datastore.Modify, or Datastore.Prune and owning the group, on /datastore/{store}[/{ns}]',
-  },
+  permission: ownerRulePermission(MODIFY_OR_PRUNE_OWNER),
   async handler(ctx) {
     const caller = callerOf(ctx);
-    const group = groupParam(ctx);
-    const name = stringParam(ctx, 'store');
     const keep = keepParams(ctx);
-    const store = await checkPrivsAndOpenStore(
-      ctx,
-      name,
-      group.ns,
-      ['Datastore.Modify'],
-      ['Datastore.Prune'],
-      group,
-    );
-    const workerId = `${name}:${namespaceToString(group.ns)}:${group.type}/${group.id}`;
+    const { store, group } = await openCheckedGroup(ctx, MODIFY_OR_PRUNE_OWNER);
+    const workerId = `${store.name}:${namespaceToString(group.ns)}:${group.type}/${group.id}`;
     const snapshots = await store.listSnapshots(group);
     if (booleanParam(ctx, 'dry-run', false)) {
-      const info = computePruneInfo(
-        snapshots.map((s) => ({
-          dir: s.dir,
-          time: s.dir.time,
-          finished: s.finished,
-          protected: s.protected || s.error !== undefined,
-        })),
-        keep,
-      );
-      return info.reverse().map((e) => pruneItem(e.snapshot.dir, e.mark, true));
+      return pruneSelection(snapshots, keep).map((e) => pruneItem(e.snapshot.dir, e.mark, true));
     }
     const work = (task: TaskContext): Promise<PruneListItem[]> =>
       pruneOneGroup(store, group, keep, task);
@@ -218,16 +214,7 @@ async function pruneDatastore(
   });
   for (const group of groups) {
     task.checkAbort();
-    const snapshots = await store.listSnapshots(group);
-    const info = computePruneInfo(
-      snapshots.map((s) => ({
-        dir: s.dir,
-        time: s.dir.time,
-        finished: s.finished,
-        protected: s.protected || s.error !== undefined,
-      })),
-      keep,
-    ).reverse();
+    const info = pruneSelection(await store.listSnapshots(group), keep);
     task.log(`Pruning group ${namespaceToString(group.ns)}:"${group.type}/${group.id}"`);
     for (const { snapshot, mark } of info) {
       task.log(
@@ -255,11 +242,7 @@ const pruneDatastoreRoute: Route = {
     ns: NS_PARAM,
     'max-depth': MAX_DEPTH_PARAM,
     ...KEEP_PARAMS,
-    'dry-run': {
-      type: 'boolean',
-      default: false,
-      description: 'Just show what prune would do, but do not delete anything.',
-    },
+    'dry-run': DRY_RUN_PARAM,
   },
   permission: {
     kind: 'handler',
@@ -434,19 +417,19 @@ const verify: Route = {
     let workerType: string;
     let workerId: string;
     let run: (w: VerifyWorker) => Promise<BackupDir[]>;
-    if (type !== undefined && id !== undefined && time !== undefined) {
-      const group = groupParam(ctx);
-      const dir = { group, time } satisfies BackupDir;
-      if (ownerCheck) checkBackupOwner(await store.getOwner(group), caller);
-      workerType = 'verify_snapshot';
-      workerId = `${name}:${nsPath}/${type}/${id}/${hex8(time)}`;
-      run = async (w) => ((await verifySnapshot(w, dir)) ? [] : [dir]);
-    } else if (type !== undefined && id !== undefined && time === undefined) {
+    if (type !== undefined && id !== undefined) {
       const group = groupParam(ctx);
       if (ownerCheck) checkBackupOwner(await store.getOwner(group), caller);
-      workerType = 'verify_group';
-      workerId = `${name}:${nsPath}/${type}/${id}`;
-      run = (w) => verifyGroup(w, group);
+      if (time !== undefined) {
+        const dir = { group, time } satisfies BackupDir;
+        workerType = 'verify_snapshot';
+        workerId = `${name}:${nsPath}/${type}/${id}/${hex8(time)}`;
+        run = async (w) => ((await verifySnapshot(w, dir)) ? [] : [dir]);
+      } else {
+        workerType = 'verify_group';
+        workerId = `${name}:${nsPath}/${type}/${id}`;
+        run = (w) => verifyGroup(w, group);
+      }
     } else if (type === undefined && id === undefined && time === undefined) {
       workerType = 'verify';
       workerId = isRootNamespace(ns) ? name : `${name}:${nsPath}`;

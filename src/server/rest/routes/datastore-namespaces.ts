@@ -15,20 +15,23 @@ import {
   parseNamespace,
   type BackupNamespace,
 } from '../../../types/backup.js';
-import type { Route, RouteContext } from '../route.js';
+import {
+  booleanParam,
+  optionalInteger,
+  stringParam,
+  type Route,
+  type RouteContext,
+} from '../route.js';
 import {
   MAX_DEPTH_PARAM,
   NS_PARAM,
   NS_PRIVS_OK,
   STORE_PARAM,
   aclPath,
-  booleanParam,
   checkNsPrivs,
   namespaceParam,
   openStore,
-  optionalInteger,
   permissionDenied,
-  stringParam,
 } from './datastore-common.js';
 
 const PATH = '/admin/datastore/{store}/namespace';

@@ -10,9 +10,10 @@ import {
   parseNamespace,
   type BackupDir,
 } from '../../../types/backup.js';
-import { bytesOf, makeChunk, writeSnapshot } from '../../../../test/helpers/store-fixture.js';
+import { bytesOf, makeChunk } from '../../../../test/helpers/store-fixture.js';
 import {
   ROLES,
+  addSnapshot,
   api,
   startRestWorld,
   type RestWorld,
@@ -30,13 +31,16 @@ const chunks = [makeChunk(bytesOf(1, 1000)), makeChunk(bytesOf(2, 700))];
 
 let world: RestWorld;
 
-async function snapshot(dir: BackupDir, owner?: string): Promise<void> {
-  await writeSnapshot(world.store, dir, [
-    { kind: 'blob', name: 'a.conf.blob', raw: conf },
-    { kind: 'didx', name: 'root.pxar.didx', chunks },
-  ]);
-  if (owner !== undefined) await world.store.setOwner(dir.group, parseAuthid(owner), true);
-}
+const snapshot = (dir: BackupDir, owner?: string): Promise<void> =>
+  addSnapshot(
+    world,
+    dir,
+    [
+      { kind: 'blob', name: 'a.conf.blob', raw: conf },
+      { kind: 'didx', name: 'root.pxar.didx', chunks },
+    ],
+    owner,
+  );
 
 const manifestSize = (dir: BackupDir): number =>
   statSync(world.store.archivePath(dir, MANIFEST_BLOB_NAME)).size;

@@ -16,25 +16,38 @@ import {
   parseAuthid,
   userOf,
 } from '../../../types/auth.js';
-import { BACKUP_TYPES, backupGroup, formatGroup, type BackupGroup } from '../../../types/backup.js';
-import type { Route, RouteContext } from '../route.js';
+import {
+  BACKUP_TYPES,
+  backupGroup,
+  formatGroup,
+  type BackupGroup,
+  type BackupNamespace,
+} from '../../../types/backup.js';
+import {
+  booleanParam,
+  optionalString,
+  requiredBoolean,
+  stringParam,
+  type Route,
+  type RouteContext,
+} from '../route.js';
 import {
   BACKUP_ID_PARAM,
   BACKUP_TYPE_PARAM,
   GROUP_PARAMS,
+  MODIFY_OR_PRUNE_OWNER,
   SNAPSHOT_PARAMS,
   STORE_NS_PARAMS,
-  booleanParam,
   callerOf,
   checkNsPrivs,
-  checkPrivsAndOpenStore,
   groupParam,
   namespaceParam,
+  openCheckedGroup,
+  openCheckedSnapshot,
   openStore,
-  optionalString,
+  ownerRulePermission,
+  type OwnerRule,
   permissionDenied,
-  snapshotParam,
-  stringParam,
 } from './datastore-common.js';
 import {
   allSnapshotFiles,
@@ -45,19 +58,57 @@ import type { GroupListItem, SnapshotListItem } from '../../../types/api.js';
 
 const BASE = '/admin/datastore/{store}';
 
-/** The group's owner, or undefined (logged) when it cannot be read: PBS skips such groups. */
-async function ownerOrSkip(
+/** Reading a group or snapshot: Datastore.Audit, or Datastore.Backup and owning the group. */
+const AUDIT_OR_OWNER: OwnerRule = { full: ['Datastore.Audit'], partial: ['Datastore.Backup'] };
+/** Listing a snapshot's files, which downloading needs: also with Datastore.Read. */
+const AUDIT_READ_OR_OWNER: OwnerRule = {
+  full: ['Datastore.Audit', 'Datastore.Read'],
+  partial: ['Datastore.Backup'],
+};
+/** Changing notes or protection: Datastore.Modify, or Datastore.Backup and owning the group. */
+const MODIFY_OR_OWNER: OwnerRule = { full: ['Datastore.Modify'], partial: ['Datastore.Backup'] };
+
+/** A group listing's store, namespace, and whom it is for. */
+interface Listing {
+  store: DataStore;
+  ns: BackupNamespace;
+  caller: Authid;
+  /** Datastore.Backup without Datastore.Audit: only the caller's own groups show. */
+  ownedOnly: boolean;
+}
+
+/** PBS's checks for listing groups or snapshots: Datastore.Audit, or Datastore.Backup for owned ones. */
+async function openListing(ctx: RouteContext): Promise<Listing> {
+  const caller = callerOf(ctx);
+  const name = stringParam(ctx, 'store');
+  const ns = namespaceParam(ctx);
+  const ownedOnly = await checkNsPrivs(ctx, name, ns, ['Datastore.Audit'], ['Datastore.Backup']);
+  return { store: await openStore(ctx.deps, name), ns, caller, ownedOnly };
+}
+
+/**
+ * The groups of `groups` the listing shows, each with its owner. A group whose owner cannot be
+ * read is left out (logged), as PBS skips it. Owners are read one group at a time, as the caller
+ * consumes them.
+ */
+async function* visibleGroups(
   ctx: RouteContext,
-  store: DataStore,
-  group: BackupGroup,
-): Promise<Authid | undefined> {
-  try {
-    return await store.getOwner(group);
-  } catch (error) {
-    ctx.deps.log.warn(
-      `Failed to get owner of group '${formatGroup(group)}' in datastore '${store.name}' - ${error instanceof Error ? error.message : String(error)}`,
-    );
-    return undefined;
+  listing: Listing,
+  groups: readonly BackupGroup[],
+): AsyncGenerator<{ group: BackupGroup; owner: Authid }> {
+  const { store, caller, ownedOnly } = listing;
+  for (const group of groups) {
+    let owner: Authid;
+    try {
+      owner = await store.getOwner(group);
+    } catch (error) {
+      ctx.deps.log.warn(
+        `Failed to get owner of group '${formatGroup(group)}' in datastore '${store.name}' - ${error instanceof Error ? error.message : String(error)}`,
+      );
+      continue;
+    }
+    if (ownedOnly && !mayActAsOwner(caller, owner)) continue;
+    yield { group, owner };
   }
 }
 
@@ -82,16 +133,14 @@ const listGroups: Route = {
     why: 'Datastore.Audit for all groups or Datastore.Backup for owned groups on /datastore/{store}[/{ns}]',
   },
   async handler(ctx): Promise<GroupListItem[]> {
-    const caller = callerOf(ctx);
-    const name = stringParam(ctx, 'store');
-    const ns = namespaceParam(ctx);
-    const ownedOnly = await checkNsPrivs(ctx, name, ns, ['Datastore.Audit'], ['Datastore.Backup']);
-    const store = await openStore(ctx.deps, name);
+    const listing = await openListing(ctx);
+    const { store } = listing;
     const items: GroupListItem[] = [];
-    for (const group of await store.listGroups(ns)) {
-      const owner = await ownerOrSkip(ctx, store, group);
-      if (owner === undefined) continue;
-      if (ownedOnly && !mayActAsOwner(caller, owner)) continue;
+    for await (const { group, owner } of visibleGroups(
+      ctx,
+      listing,
+      await store.listGroups(listing.ns),
+    )) {
       try {
         items.push(await groupListItem(store, group, owner));
       } catch {
@@ -114,20 +163,9 @@ const deleteGroup: Route = {
       description: 'Return error when group cannot be deleted because of protected snapshots',
     },
   },
-  permission: {
-    kind: 'handler',
-    why: 'Datastore.Modify, or Datastore.Prune and owning the group, on /datastore/{store}[/{ns}]',
-  },
+  permission: ownerRulePermission(MODIFY_OR_PRUNE_OWNER),
   async handler(ctx) {
-    const group = groupParam(ctx);
-    const store = await checkPrivsAndOpenStore(
-      ctx,
-      stringParam(ctx, 'store'),
-      group.ns,
-      ['Datastore.Modify'],
-      ['Datastore.Prune'],
-      group,
-    );
+    const { store, group } = await openCheckedGroup(ctx, MODIFY_OR_PRUNE_OWNER);
     const result = await store.removeBackupGroup(group);
     const stats = {
       'removed-groups': result.removedAll ? 1 : 0,
@@ -146,8 +184,11 @@ const deleteGroup: Route = {
 };
 
 /** The groups a snapshot listing covers, as PBS picks them from backup-type and backup-id. */
-async function groupsToList(ctx: RouteContext, store: DataStore): Promise<BackupGroup[]> {
-  const ns = namespaceParam(ctx);
+async function groupsToList(
+  ctx: RouteContext,
+  store: DataStore,
+  ns: BackupNamespace,
+): Promise<BackupGroup[]> {
   const type = optionalString(ctx, 'backup-type');
   const id = optionalString(ctx, 'backup-id');
   if (type !== undefined && id !== undefined) return [backupGroup(ns, type, id)];
@@ -174,16 +215,14 @@ const listSnapshots: Route = {
     why: 'Datastore.Audit for all, or Datastore.Backup for owned groups, on /datastore/{store}[/{ns}]',
   },
   async handler(ctx): Promise<SnapshotListItem[]> {
-    const caller = callerOf(ctx);
-    const name = stringParam(ctx, 'store');
-    const ns = namespaceParam(ctx);
-    const ownedOnly = await checkNsPrivs(ctx, name, ns, ['Datastore.Audit'], ['Datastore.Backup']);
-    const store = await openStore(ctx.deps, name);
+    const listing = await openListing(ctx);
+    const { store } = listing;
     const items: SnapshotListItem[] = [];
-    for (const group of await groupsToList(ctx, store)) {
-      const owner = await ownerOrSkip(ctx, store, group);
-      if (owner === undefined) continue;
-      if (ownedOnly && !mayActAsOwner(caller, owner)) continue;
+    for await (const { group, owner } of visibleGroups(
+      ctx,
+      listing,
+      await groupsToList(ctx, store, listing.ns),
+    )) {
       for (const info of await store.listSnapshots(group)) {
         items.push(await snapshotListItem(store, info, owner));
       }
@@ -197,20 +236,9 @@ const deleteSnapshot: Route = {
   path: `${BASE}/snapshots`,
   description: 'Delete backup snapshot.',
   parameters: SNAPSHOT_PARAMS,
-  permission: {
-    kind: 'handler',
-    why: 'Datastore.Modify, or Datastore.Prune and owning the group, on /datastore/{store}[/{ns}]',
-  },
+  permission: ownerRulePermission(MODIFY_OR_PRUNE_OWNER),
   async handler(ctx) {
-    const dir = snapshotParam(ctx);
-    const store = await checkPrivsAndOpenStore(
-      ctx,
-      stringParam(ctx, 'store'),
-      dir.group.ns,
-      ['Datastore.Modify'],
-      ['Datastore.Prune'],
-      dir.group,
-    );
+    const { store, dir } = await openCheckedSnapshot(ctx, MODIFY_OR_PRUNE_OWNER);
     try {
       await store.removeBackupDir(dir, false);
     } catch (error) {
@@ -225,20 +253,9 @@ const listSnapshotFiles: Route = {
   path: `${BASE}/files`,
   description: 'List snapshot files.',
   parameters: SNAPSHOT_PARAMS,
-  permission: {
-    kind: 'handler',
-    why: 'Datastore.Audit or Datastore.Read, or Datastore.Backup and owning the group, on /datastore/{store}[/{ns}]',
-  },
+  permission: ownerRulePermission(AUDIT_READ_OR_OWNER),
   async handler(ctx) {
-    const dir = snapshotParam(ctx);
-    const store = await checkPrivsAndOpenStore(
-      ctx,
-      stringParam(ctx, 'store'),
-      dir.group.ns,
-      ['Datastore.Audit', 'Datastore.Read'],
-      ['Datastore.Backup'],
-      dir.group,
-    );
+    const { store, dir } = await openCheckedSnapshot(ctx, AUDIT_READ_OR_OWNER);
     const info = await store.snapshotInfo(dir);
     return (await allSnapshotFiles(store, info)).files;
   },
@@ -251,20 +268,9 @@ const getNotes: Route = {
   path: `${BASE}/notes`,
   description: 'Get "notes" for a specific backup',
   parameters: SNAPSHOT_PARAMS,
-  permission: {
-    kind: 'handler',
-    why: 'Datastore.Audit, or Datastore.Backup and owning the group, on /datastore/{store}[/{ns}]',
-  },
+  permission: ownerRulePermission(AUDIT_OR_OWNER),
   async handler(ctx): Promise<string> {
-    const dir = snapshotParam(ctx);
-    const store = await checkPrivsAndOpenStore(
-      ctx,
-      stringParam(ctx, 'store'),
-      dir.group.ns,
-      ['Datastore.Audit'],
-      ['Datastore.Backup'],
-      dir.group,
-    );
+    const { store, dir } = await openCheckedSnapshot(ctx, AUDIT_OR_OWNER);
     return store.getSnapshotNotes(dir);
   },
 };
@@ -274,20 +280,9 @@ const setNotes: Route = {
   path: `${BASE}/notes`,
   description: 'Set "notes" for a specific backup',
   parameters: { ...SNAPSHOT_PARAMS, notes: NOTES_PARAM },
-  permission: {
-    kind: 'handler',
-    why: 'Datastore.Modify, or Datastore.Backup and owning the group, on /datastore/{store}[/{ns}]',
-  },
+  permission: ownerRulePermission(MODIFY_OR_OWNER),
   async handler(ctx) {
-    const dir = snapshotParam(ctx);
-    const store = await checkPrivsAndOpenStore(
-      ctx,
-      stringParam(ctx, 'store'),
-      dir.group.ns,
-      ['Datastore.Modify'],
-      ['Datastore.Backup'],
-      dir.group,
-    );
+    const { store, dir } = await openCheckedSnapshot(ctx, MODIFY_OR_OWNER);
     await store.setSnapshotNotes(dir, stringParam(ctx, 'notes'));
     return null;
   },
@@ -298,20 +293,9 @@ const getGroupNotes: Route = {
   path: `${BASE}/group-notes`,
   description: 'Get "notes" for a backup group',
   parameters: GROUP_PARAMS,
-  permission: {
-    kind: 'handler',
-    why: 'Datastore.Audit, or Datastore.Backup and owning the group, on /datastore/{store}[/{ns}]',
-  },
+  permission: ownerRulePermission(AUDIT_OR_OWNER),
   async handler(ctx): Promise<string> {
-    const group = groupParam(ctx);
-    const store = await checkPrivsAndOpenStore(
-      ctx,
-      stringParam(ctx, 'store'),
-      group.ns,
-      ['Datastore.Audit'],
-      ['Datastore.Backup'],
-      group,
-    );
+    const { store, group } = await openCheckedGroup(ctx, AUDIT_OR_OWNER);
     return store.getGroupNotes(group);
   },
 };
@@ -321,20 +305,9 @@ const setGroupNotes: Route = {
   path: `${BASE}/group-notes`,
   description: 'Set "notes" for a backup group',
   parameters: { ...GROUP_PARAMS, notes: NOTES_PARAM },
-  permission: {
-    kind: 'handler',
-    why: 'Datastore.Modify, or Datastore.Backup and owning the group, on /datastore/{store}[/{ns}]',
-  },
+  permission: ownerRulePermission(MODIFY_OR_OWNER),
   async handler(ctx) {
-    const group = groupParam(ctx);
-    const store = await checkPrivsAndOpenStore(
-      ctx,
-      stringParam(ctx, 'store'),
-      group.ns,
-      ['Datastore.Modify'],
-      ['Datastore.Backup'],
-      group,
-    );
+    const { store, group } = await openCheckedGroup(ctx, MODIFY_OR_OWNER);
     try {
       await store.setGroupNotes(group, stringParam(ctx, 'notes'));
     } catch (error) {
@@ -349,20 +322,9 @@ const getProtection: Route = {
   path: `${BASE}/protected`,
   description: 'Query protection for a specific backup',
   parameters: SNAPSHOT_PARAMS,
-  permission: {
-    kind: 'handler',
-    why: 'Datastore.Audit, or Datastore.Backup and owning the group, on /datastore/{store}[/{ns}]',
-  },
+  permission: ownerRulePermission(AUDIT_OR_OWNER),
   async handler(ctx): Promise<boolean> {
-    const dir = snapshotParam(ctx);
-    const store = await checkPrivsAndOpenStore(
-      ctx,
-      stringParam(ctx, 'store'),
-      dir.group.ns,
-      ['Datastore.Audit'],
-      ['Datastore.Backup'],
-      dir.group,
-    );
+    const { store, dir } = await openCheckedSnapshot(ctx, AUDIT_OR_OWNER);
     return (await store.snapshotInfo(dir)).protected;
   },
 };
@@ -375,28 +337,10 @@ const setProtection: Route = {
     ...SNAPSHOT_PARAMS,
     protected: { type: 'boolean', description: 'Enable/disable protection.' },
   },
-  permission: {
-    kind: 'handler',
-    why: 'Datastore.Modify, or Datastore.Backup and owning the group, on /datastore/{store}[/{ns}]',
-  },
+  permission: ownerRulePermission(MODIFY_OR_OWNER),
   async handler(ctx) {
-    const dir = snapshotParam(ctx);
-    const store = await checkPrivsAndOpenStore(
-      ctx,
-      stringParam(ctx, 'store'),
-      dir.group.ns,
-      ['Datastore.Modify'],
-      ['Datastore.Backup'],
-      dir.group,
-    );
-    const wanted = ctx.params['protected'];
-    if (typeof wanted !== 'boolean') {
-      throw new BurrowError(
-        'INVALID_ARGUMENT',
-        "parameter verification failed - 'protected': property is missing and it is not optional",
-      );
-    }
-    await store.setProtected(dir, wanted);
+    const { store, dir } = await openCheckedSnapshot(ctx, MODIFY_OR_OWNER);
+    await store.setProtected(dir, requiredBoolean(ctx, 'protected'));
     return null;
   },
 };

@@ -2,7 +2,6 @@ import { statfsSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { updateDatastoreConfig } from '../../../datastore/datastore-config-store.js';
 import { encodeBlob } from '../../../format/data-blob.js';
-import { parseAuthid } from '../../../types/auth.js';
 import {
   ROOT_NAMESPACE,
   backupDir,
@@ -10,9 +9,9 @@ import {
   parseNamespace,
   type BackupDir,
 } from '../../../types/backup.js';
-import { writeSnapshot } from '../../../../test/helpers/store-fixture.js';
 import {
   ROLES,
+  addSnapshot,
   api,
   startRestWorld,
   type RestWorld,
@@ -23,10 +22,15 @@ const T1 = 1_700_000_000;
 const conf = encodeBlob(new TextEncoder().encode('x'));
 let world: RestWorld;
 
-async function snapshot(dir: BackupDir, owner?: string): Promise<void> {
-  await writeSnapshot(world.store, dir, [{ kind: 'blob', name: 'a.conf.blob', raw: conf }]);
-  if (owner !== undefined) await world.store.setOwner(dir.group, parseAuthid(owner), true);
-}
+const snapshot = (dir: BackupDir, owner?: string): Promise<void> =>
+  addSnapshot(world, dir, [{ kind: 'blob', name: 'a.conf.blob', raw: conf }], owner);
+
+/** The namespace route of store1, as `user`. */
+const namespaceApi = (
+  method: 'GET' | 'POST' | 'DELETE',
+  user: string,
+  params?: Record<string, string | number | boolean>,
+) => api(world, method, '/admin/datastore/store1/namespace', user, params);
 
 beforeAll(async () => {
   world = await startRestWorld();
@@ -111,10 +115,17 @@ describe('GET /admin/datastore', () => {
 });
 
 describe('GET status', () => {
+  /** The groups and snapshots beforeAll writes, for a caller who may see them all. */
+  const ALL_COUNTS = {
+    vm: { groups: 1, snapshots: 2 },
+    host: { groups: 1, snapshots: 1 },
+    ct: { groups: 2, snapshots: 2 },
+  };
+  const verboseStatus = (user: string) =>
+    api(world, 'GET', '/admin/datastore/store1/status', user, { verbose: true });
+
   it('gives usage and, verbose, counts and the GC status to Datastore.Audit', async () => {
-    const r = await api(world, 'GET', '/admin/datastore/store1/status', 'audit@pbs', {
-      verbose: true,
-    });
+    const r = await verboseStatus('audit@pbs');
     expect(r.status).toBe(200);
     const data = r.data as Record<string, unknown>;
     const fs = statfsSync(world.store.base);
@@ -122,39 +133,25 @@ describe('GET status', () => {
     expect(typeof data['used']).toBe('number');
     expect(typeof data['avail']).toBe('number');
     expect(data['backend-type']).toBe('filesystem');
-    expect(data['counts']).toEqual({
-      vm: { groups: 1, snapshots: 2 },
-      host: { groups: 1, snapshots: 1 },
-      ct: { groups: 2, snapshots: 2 },
-    });
+    expect(data['counts']).toEqual(ALL_COUNTS);
     expect(data['gc-status']).toMatchObject({ upid: null, 'index-file-count': 0 });
   });
 
   it('counts only owned groups for Datastore.Backup, and hides usage from Datastore.Read', async () => {
-    const backup = await api(world, 'GET', '/admin/datastore/store1/status', 'backup@pbs', {
-      verbose: true,
-    });
+    const backup = await verboseStatus('backup@pbs');
     expect((backup.data as Record<string, unknown>)['counts']).toEqual({
       host: { groups: 1, snapshots: 1 },
     });
-    const reader = await api(world, 'GET', '/admin/datastore/store1/status', 'reader@pbs', {
-      verbose: true,
-    });
+    const reader = await verboseStatus('reader@pbs');
     // Datastore.Read overrides the owner filter but gives no usage figures.
     expect(reader.data).toEqual({
       total: 0,
       used: 0,
       avail: 0,
-      counts: {
-        vm: { groups: 1, snapshots: 2 },
-        host: { groups: 1, snapshots: 1 },
-        ct: { groups: 2, snapshots: 2 },
-      },
+      counts: ALL_COUNTS,
       'backend-type': 'filesystem',
     });
-    const ns = await api(world, 'GET', '/admin/datastore/store1/status', 'ns@pbs', {
-      verbose: true,
-    });
+    const ns = await verboseStatus('ns@pbs');
     expect(ns.data).toEqual({
       total: 0,
       used: 0,
@@ -170,7 +167,7 @@ describe('GET status', () => {
 
 describe('namespaces', () => {
   it('lists the namespaces a caller may see', async () => {
-    const all = await api(world, 'GET', '/admin/datastore/store1/namespace', 'audit@pbs');
+    const all = await namespaceApi('GET', 'audit@pbs');
     expect(all.data).toEqual([
       { ns: '' },
       { ns: 'a' },
@@ -178,69 +175,46 @@ describe('namespaces', () => {
       { ns: 'a/hidden' },
       { ns: 'z' },
     ]);
-    const depth = await api(world, 'GET', '/admin/datastore/store1/namespace', 'audit@pbs', {
-      parent: 'a',
-      'max-depth': 0,
-    });
+    const depth = await namespaceApi('GET', 'audit@pbs', { parent: 'a', 'max-depth': 0 });
     expect(depth.data).toEqual([{ ns: 'a' }]);
     // Only the namespaces with a privilege; the root is not among them.
-    const ns = await api(world, 'GET', '/admin/datastore/store1/namespace', 'ns@pbs');
+    const ns = await namespaceApi('GET', 'ns@pbs');
     expect(ns.data).toEqual([{ ns: 'a' }, { ns: 'a/b' }]);
   });
 
   it('answers 403, not 404, for a missing parent the caller has no access to', async () => {
-    const r = await api(world, 'GET', '/admin/datastore/store1/namespace', 'nobody@pbs', {
-      parent: 'missing',
-    });
+    const r = await namespaceApi('GET', 'nobody@pbs', { parent: 'missing' });
     expect(r.status).toBe(403);
     expect(r.text).toBe('permission check failed');
-    const audit = await api(world, 'GET', '/admin/datastore/store1/namespace', 'audit@pbs', {
-      parent: 'missing',
-    });
+    const audit = await namespaceApi('GET', 'audit@pbs', { parent: 'missing' });
     expect(audit.status).toBe(404);
   });
 
   it('creates a namespace with Datastore.Modify on its parent', async () => {
-    const denied = await api(world, 'POST', '/admin/datastore/store1/namespace', 'ns@pbs', {
-      name: 'new',
-      parent: 'a',
-    });
+    const denied = await namespaceApi('POST', 'ns@pbs', { name: 'new', parent: 'a' });
     expect(denied.status).toBe(403);
     expect(denied.text).toBe(
       'permission check failed - missing Datastore.Modify on /datastore/store1/a',
     );
-    const r = await api(world, 'POST', '/admin/datastore/store1/namespace', 'admin@pbs', {
-      name: 'new',
-      parent: 'a',
-    });
+    const r = await namespaceApi('POST', 'admin@pbs', { name: 'new', parent: 'a' });
     expect(r.status).toBe(200);
     expect(r.data).toBe('a/new');
     expect(await world.store.namespaceExists(parseNamespace('a/new'))).toBe(true);
-    const again = await api(world, 'POST', '/admin/datastore/store1/namespace', 'admin@pbs', {
-      name: 'new',
-      parent: 'a',
-    });
+    const again = await namespaceApi('POST', 'admin@pbs', { name: 'new', parent: 'a' });
     expect(again.status).toBe(409);
   });
 
   it('deletes an empty namespace, and one with groups only with delete-groups', async () => {
     await snapshot(backupDir(backupGroup(parseNamespace('z'), 'vm', '1'), T1));
-    const root = await api(world, 'DELETE', '/admin/datastore/store1/namespace', 'admin@pbs', {
-      ns: '',
-    });
+    const root = await namespaceApi('DELETE', 'admin@pbs', { ns: '' });
     expect(root.status).toBe(400);
     expect(root.text).toBe('Cannot create/delete root namespace!');
-    const keep = await api(world, 'DELETE', '/admin/datastore/store1/namespace', 'admin@pbs', {
-      ns: 'z',
-    });
+    const keep = await namespaceApi('DELETE', 'admin@pbs', { ns: 'z' });
     expect(keep.status).toBe(409);
     expect(keep.text).toBe(
       'only partially deleted due to existing groups but `delete-groups` not true',
     );
-    const gone = await api(world, 'DELETE', '/admin/datastore/store1/namespace', 'admin@pbs', {
-      ns: 'z',
-      'delete-groups': true,
-    });
+    const gone = await namespaceApi('DELETE', 'admin@pbs', { ns: 'z', 'delete-groups': true });
     expect(gone.status).toBe(200);
     expect(gone.data).toEqual({
       'removed-groups': 1,
@@ -248,9 +222,7 @@ describe('namespaces', () => {
       'removed-snapshots': 1,
     });
     expect(await world.store.namespaceExists(parseNamespace('z'))).toBe(false);
-    const denied = await api(world, 'DELETE', '/admin/datastore/store1/namespace', 'audit@pbs', {
-      ns: 'a/new',
-    });
+    const denied = await namespaceApi('DELETE', 'audit@pbs', { ns: 'a/new' });
     expect(denied.status).toBe(403);
   });
 });

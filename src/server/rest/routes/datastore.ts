@@ -8,12 +8,13 @@
  * caller with the "full" privilege may act on every group of a namespace, one with only the
  * "partial" privilege (usually Datastore.Backup) on the groups it owns, everyone else gets 403.
  */
-import { statfs } from 'node:fs/promises';
+import { datastoreStatus } from '../../../datastore/api-listing.js';
 import { readDatastoreConfig } from '../../../datastore/datastore-config-store.js';
 import { datastoreBackend } from '../../../format/datastore-config.js';
 import type { GcStatusData } from '../../../datastore/gc-status.js';
-import { MAX_NAMESPACE_DEPTH, ROOT_NAMESPACE, type BackupType } from '../../../types/backup.js';
-import type { Route } from '../route.js';
+import type { DatastoreStatus } from '../../../types/api.js';
+import { MAX_NAMESPACE_DEPTH, ROOT_NAMESPACE } from '../../../types/backup.js';
+import { stringParam, booleanParam, type Route } from '../route.js';
 import {
   STORE_PARAM,
   aclPath,
@@ -21,8 +22,6 @@ import {
   listAccessibleGroups,
   openStore,
   permissionDenied,
-  stringParam,
-  booleanParam,
 } from './datastore-common.js';
 import { fileRoutes } from './datastore-files.js';
 import { jobRoutes } from './datastore-jobs.js';
@@ -74,18 +73,9 @@ const listDatastores: Route = {
   },
 };
 
-interface TypeCounts {
-  groups: number;
-  snapshots: number;
-}
-
-/** PBS's DataStoreStatus. */
-export interface DataStoreStatus {
-  total: number;
-  used: number;
-  avail: number;
+/** PBS's DataStoreStatus: what local mode reports too, plus the GC status and the backend. */
+export interface DataStoreStatus extends DatastoreStatus {
   'gc-status'?: GcStatusData;
-  counts?: Partial<Record<BackupType | 'other', TypeCounts>>;
   'backend-type': 'filesystem' | 's3';
 }
 
@@ -122,12 +112,7 @@ const status: Route = {
     }
     const store = await openStore(ctx.deps, name);
     const result: DataStoreStatus = { total: 0, used: 0, avail: 0, 'backend-type': 'filesystem' };
-    if (storeStats) {
-      const fs = await statfs(store.base);
-      result.total = fs.blocks * fs.bsize;
-      result.used = result.total - fs.bfree * fs.bsize;
-      result.avail = fs.bavail * fs.bsize;
-    }
+    if (storeStats) Object.assign(result, await datastoreStatus(store, { counts: false }));
     if (booleanParam(ctx, 'verbose', false)) {
       if (storeStats) result['gc-status'] = store.gcStatus();
       const groups = await listAccessibleGroups(
