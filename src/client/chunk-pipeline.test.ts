@@ -229,8 +229,10 @@ describe('uploadChunks (dynamic)', () => {
     expect(writer.entries).toEqual(
       chunks.map((c, i) => ({ offset: startOffsets(chunks)[i], digest: toHex(sha256(c)) })),
     );
-    // Every new chunk is its own append.
-    expect(writer.appends.every((a) => a.digests.length === 1)).toBe(true);
+    // New chunks are appended in batches of 64 once uploaded, the rest before close.
+    const sizes = writer.appends.map((a) => a.digests.length);
+    expect(sizes.slice(0, -1).every((n) => n === APPEND_BATCH_SIZE)).toBe(true);
+    expect(sizes.reduce((a, b) => a + b, 0)).toBe(chunks.length);
     // The blobs decode to the chunks: zstd only where it is smaller (random data: plain).
     const byDigest = new Map(chunks.map((c) => [toHex(sha256(c)), c]));
     let encodedTotal = 0;
@@ -282,7 +284,7 @@ describe('uploadChunks (dynamic)', () => {
     expect(data.byteLength).toBe(40 * MiB);
   });
 
-  it('does not upload known chunks and batches consecutive known appends (64, or before an upload)', async () => {
+  it('does not upload known chunks and batches appends of known and uploaded chunks by 64', async () => {
     const chunks = Array.from({ length: 200 }, (_, i) => pseudoRandom(1000 + i, 1000 + i));
     const writer = new RecordingWriter();
     const known = new Set<string>();
@@ -296,7 +298,8 @@ describe('uploadChunks (dynamic)', () => {
     expect(writer.uploads.map((u) => u.digest)).toEqual(
       [chunks[100]!, chunks[150]!].map((c) => toHex(sha256(c))),
     );
-    expect(writer.appends.map((a) => a.digests.length)).toEqual([64, 36, 1, 49, 1, 49]);
+    // 200 entries in stream order: three full batches of 64 and the last 8 before close.
+    expect(writer.appends.map((a) => a.digests.length)).toEqual([64, 64, 64, 8]);
     expect(APPEND_BATCH_SIZE).toBe(64);
     expect(writer.entries.map((e) => e.digest)).toEqual(chunks.map((c) => toHex(sha256(c))));
     expect(writer.entries.map((e) => e.offset)).toEqual(startOffsets(chunks));
@@ -401,15 +404,21 @@ describe('uploadChunks (dynamic)', () => {
     const window = 3;
     let pulled = 0;
     let maxAhead = 0;
+    // A chunk leaves the pipeline (and its bytes are let go) when it is appended to the batch;
+    // progress reports each such step.
+    let appended = 0;
     async function* source(): AsyncGenerator<Uint8Array> {
       for (let i = 0; i < 40; i++) {
-        maxAhead = Math.max(maxAhead, pulled - writer.entries.length);
+        maxAhead = Math.max(maxAhead, pulled - appended);
         pulled++;
         yield pseudoRandom(5000, 500 + i);
         await Promise.resolve();
       }
     }
-    const result = await uploadChunks(source(), options(writer, { window }));
+    const result = await uploadChunks(
+      source(),
+      options(writer, { window, onProgress: (p) => (appended = p.chunks) }),
+    );
     expect(result.chunkCount).toBe(40);
     // `window` chunks in the pipeline, plus the one the source iterator is producing.
     expect(maxAhead).toBeLessThanOrEqual(window + 1);
@@ -476,12 +485,15 @@ describe('uploadChunks: failures', () => {
   });
 
   it('an append failure rejects and stops the upload', async () => {
-    const chunks = Array.from({ length: 30 }, (_, i) => pseudoRandom(20_000, 200 + i));
+    // Three full batches of appends; the third fails.
+    const chunks = Array.from({ length: 3 * APPEND_BATCH_SIZE + 10 }, (_, i) =>
+      pseudoRandom(2_000, 200 + i),
+    );
     const writer = new RecordingWriter();
-    writer.failAppendAt = 3;
+    writer.failAppendAt = 2;
     expect(await rejectionCodeOf(uploadChunks(chunks, options(writer)))).toBe('IO_ERROR');
     writer.settled = true;
-    expect(writer.appends.length).toBe(3);
+    expect(writer.appends.length).toBe(2);
     expect(writer.closed).toBeUndefined();
     await new Promise((r) => setTimeout(r, 50));
     expect(writer.lateCalls).toBe(0);

@@ -13,8 +13,11 @@
  *   waits for that upload and is then appended as known, so each digest is uploaded once.
  * - Memory is bounded by `window`: at most that many chunks between "pulled from the source" and
  *   "appended"; the source is not read further until the oldest chunk is appended.
- * - Appends follow PBS's client: consecutive known chunks are batched, a batch is sent once it
- *   holds 64 entries or when an uploaded chunk comes next; each uploaded chunk gets its own append.
+ * - Appends are batched: a batch is sent once it holds 64 entries, and before close. PBS's client
+ *   batches only consecutive known chunks and gives each uploaded chunk an append of its own; an
+ *   uploaded chunk is known to the server once its upload was answered, so Burrow batches it like
+ *   a known one. Over a network that saves one request and round trip per new chunk (a PBS server
+ *   accepts any list of digests known in the session).
  * - The index csum is kept as the appends go: dynamic, SHA-256 over (end offset u64 LE || digest)
  *   per chunk; fixed, over the digests alone (pbs-protocol §5.4 item 5).
  * - Fixed indexes (images): an all-zero 4 MiB chunk is recognised with one memcmp against a zero
@@ -438,15 +441,14 @@ class ChunkUpload {
     if (outcome.uploaded) {
       this.#uploaded++;
       this.#uploadedBytes += outcome.encodedSize;
-      await this.#flush();
-      if (this.#failed) return;
-      await this.#o.writer.appendIndex(this.#o.wid, this.#o.kind, [outcome.digest], [slot.offset]);
     } else {
       this.#reused++;
-      this.#batchDigests.push(outcome.digest);
-      this.#batchOffsets.push(slot.offset);
-      if (this.#batchDigests.length >= APPEND_BATCH_SIZE) await this.#flush();
     }
+    // An uploaded chunk's upload has been answered by now, so the server knows it as it knows a
+    // reused one: both go into the same batch.
+    this.#batchDigests.push(outcome.digest);
+    this.#batchOffsets.push(slot.offset);
+    if (this.#batchDigests.length >= APPEND_BATCH_SIZE) await this.#flush();
   }
 
   async #flush(): Promise<void> {
