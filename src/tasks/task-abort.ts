@@ -12,7 +12,7 @@
  * removed by any listener.
  */
 import { watch, type FSWatcher } from 'node:fs';
-import { mkdir, readdir, readFile, unlink, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, unlink, writeFile } from 'node:fs/promises';
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import type { BurrowDirs } from '../lib/dirs.js';
@@ -55,7 +55,11 @@ export async function requestTaskAbort(
   const path = join(dir, `${processPrefix(fields.pid, fields.pstart)}${randomUUID()}`);
   try {
     await mkdir(dir, { recursive: true, mode: 0o770 });
-    await writeFile(path, canonical, { mode: 0o660 });
+    // Written under a name the listener ignores, then renamed: a listener must never find the
+    // request empty (it would take it and lose it).
+    const temp = `${path}.tmp`;
+    await writeFile(temp, canonical, { mode: 0o660 });
+    await rename(temp, path);
   } catch (error) {
     throw new BurrowError(
       'IO_ERROR',
