@@ -1,20 +1,29 @@
 /**
- * `npm run bench:backup [-- --scale F] [--mode legacy|data|metadata] [--keep]`: Burrow's client on
- * the shared benchmark dataset (../shared/bench/gen-dataset.py), next to restic and borg when they
- * are installed (`apt-get install restic borgbackup`), all in the same run on the same data:
+ * `npm run bench:backup [-- --scale F] [--mode both|legacy|data|metadata] [--runs N]
+ * [--chunk-size KiB] [--dir D] [--keep]`: Burrow's client on the shared benchmark dataset
+ * (../shared/bench/gen-dataset.py), next to restic and borg when they are installed
+ * (`apt-get install restic borgbackup`), all in the same run on the same data:
  *
  *   1. first backup        2. unchanged second backup
  *   3. backup after `gen-dataset.py mutate`                 4. full restore of the last backup
  *
+ * Burrow runs in each change detection mode asked for (default both `metadata` and `legacy`):
+ * metadata mode is how PBS users get incremental speed (unchanged files are not read, like
+ * restic's and borg's file caches), legacy mode reads and chunks everything every time.
+ *
  * For each step it prints wall time, MB/s of the dataset's apparent size, CPU time (user + sys of
  * the process and its children, from GNU time), peak RSS, and the bytes of the repository's files
- * after the step (directories not counted);
- * then the ratios of restic's and borg's figures to Burrow's. Every tool runs without encryption
- * and with its default compression (Burrow: zstd 1; restic: auto; borg: lz4), single process.
+ * after the step (directories not counted); then the ratios of restic's and borg's figures to
+ * each Burrow mode's. Every tool runs without encryption and with its default compression
+ * (Burrow: zstd 1; restic: auto; borg: lz4), single process.
+ *
+ * With `--runs N` the whole sequence (fresh repositories, fresh dataset) runs N times and each
+ * figure is the median. Wall times depend on what else the machine does: the load average is
+ * printed before and after, and CPU seconds are the steadier comparison.
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -26,9 +35,15 @@ function arg(name: string, fallback: string): string {
   return i >= 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1]! : fallback;
 }
 const scale = arg('scale', '0.25');
-const mode = arg('mode', 'legacy');
+const modeArg = arg('mode', 'both');
+const modes = modeArg === 'both' ? ['metadata', 'legacy'] : [modeArg];
+const runs = Math.max(1, Number(arg('runs', '1')));
+const chunkSize = arg('chunk-size', '');
 const keep = process.argv.includes('--keep');
 const work = arg('dir', join(tmpdir(), 'burrow-bench-backup'));
+
+for (const m of modes)
+  if (!['legacy', 'data', 'metadata'].includes(m)) throw new Error(`unknown --mode ${m}`);
 
 interface Step {
   wall: number;
@@ -101,8 +116,8 @@ const node = process.execPath;
 const burrowBin = join(ROOT, 'dist/cli/burrow.js');
 const managerBin = join(ROOT, 'dist/cli/burrow-manager.js');
 
-function burrowTool(): Tool {
-  const base = join(work, 'burrow');
+function burrowTool(mode: string): Tool {
+  const base = join(work, `burrow-${mode}`);
   const env = {
     BURROW_CONFIG_DIR: join(base, 'etc'),
     BURROW_RUN_DIR: join(base, 'run'),
@@ -111,7 +126,7 @@ function burrowTool(): Tool {
   const repo = join(base, 'store');
   let time = 1_700_000_000;
   return {
-    name: 'burrow',
+    name: `burrow ${mode}`,
     repo,
     setup() {
       sh(node, [managerBin, 'datastore', 'create', 'bench', repo], env);
@@ -132,6 +147,7 @@ function burrowTool(): Tool {
           String(time),
           '--change-detection-mode',
           mode,
+          ...(chunkSize === '' ? [] : ['--chunk-size', chunkSize]),
         ],
         env,
       );
@@ -196,31 +212,13 @@ function borgTool(): Tool {
 
 const STEPS = ['first backup', 'unchanged backup', 'after mutate', 'full restore'] as const;
 
-function main(): void {
-  if (!existsSync(burrowBin)) throw new Error('run `npm run build` first (dist/ is missing)');
+/** One full sequence for every tool on a fresh dataset; steps per tool name. */
+function runOnce(tools: Tool[]): Map<string, Step[]> {
   rmSync(work, { recursive: true, force: true });
   mkdirSync(work, { recursive: true });
-  console.log(`dataset: gen-dataset.py --scale ${scale} into ${data}`);
   sh('python3', [GEN, 'gen', '--scale', scale, data]);
-  const apparent = Number(
-    spawnSync('du', ['-sb', '--apparent-size', data]).stdout.toString().split('\t')[0],
-  );
-  console.log(
-    `dataset size ${(apparent / 2 ** 20).toFixed(1)} MiB apparent; burrow mode ${mode}\n`,
-  );
-
-  const tools = [
-    burrowTool(),
-    ...(have('restic') ? [resticTool()] : []),
-    ...(have('borg') ? [borgTool()] : []),
-  ];
-  if (tools.length === 1)
-    console.log(
-      'restic and borg are not installed: no comparison (apt-get install restic borgbackup)\n',
-    );
   const results = new Map<string, Step[]>();
   for (const tool of tools) tool.setup();
-
   // Every tool does step 1 and 2 on the base data, then the data is mutated once for all.
   for (const tool of tools) {
     const steps: Step[] = [];
@@ -231,9 +229,63 @@ function main(): void {
   for (const tool of tools) {
     const steps = results.get(tool.name)!;
     steps.push({ ...tool.backup(), repoBytes: repoBytes(tool.repo) });
-    const target = join(work, `restore-${tool.name}`);
+    const target = join(work, `restore-${tool.name.replace(/ /g, '-')}`);
     steps.push({ ...tool.restore(target), repoBytes: repoBytes(tool.repo) });
     rmSync(target, { recursive: true, force: true });
+  }
+  return results;
+}
+
+function median(values: number[]): number {
+  const s = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(s.length / 2);
+  return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+}
+
+const load = (): string =>
+  loadavg()
+    .map((l) => l.toFixed(2))
+    .join(' ');
+
+function main(): void {
+  if (!existsSync(burrowBin)) throw new Error('run `npm run build` first (dist/ is missing)');
+  const tools = [
+    ...modes.map(burrowTool),
+    ...(have('restic') ? [resticTool()] : []),
+    ...(have('borg') ? [borgTool()] : []),
+  ];
+  console.log(
+    `dataset: gen-dataset.py --scale ${scale} into ${data}; burrow modes ${modes.join(', ')}` +
+      `${chunkSize === '' ? '' : `, --chunk-size ${chunkSize}`}; ${runs} run(s), medians`,
+  );
+  if (tools.length === modes.length)
+    console.log(
+      'restic and borg are not installed: no comparison (apt-get install restic borgbackup)',
+    );
+  console.log(`load average before: ${load()}`);
+
+  const all: Map<string, Step[]>[] = [];
+  for (let r = 0; r < runs; r++) all.push(runOnce(tools));
+  const apparent = Number(
+    spawnSync('du', ['-sb', '--apparent-size', data]).stdout.toString().split('\t')[0],
+  );
+  console.log(`load average after:  ${load()}`);
+  console.log(`dataset size ${(apparent / 2 ** 20).toFixed(1)} MiB apparent (after mutate)\n`);
+
+  const results = new Map<string, Step[]>();
+  for (const tool of tools) {
+    results.set(
+      tool.name,
+      STEPS.map((_, i) => {
+        const at = all.map((run) => run.get(tool.name)![i]!);
+        return {
+          wall: median(at.map((s) => s.wall)),
+          cpu: median(at.map((s) => s.cpu)),
+          rssKiB: median(at.map((s) => s.rssKiB)),
+          repoBytes: median(at.map((s) => s.repoBytes)),
+        };
+      }),
+    );
   }
 
   const mbps = (s: Step): string => (apparent / 2 ** 20 / s.wall).toFixed(1);
@@ -248,15 +300,17 @@ function main(): void {
       );
     });
   }
-  const ours = results.get('burrow')!;
-  for (const tool of tools.slice(1)) {
-    console.log(`\n${tool.name} / burrow (above 1.00: burrow is faster or smaller)`);
-    results.get(tool.name)!.forEach((s, i) => {
-      const o = ours[i]!;
-      console.log(
-        `  ${STEPS[i]!.padEnd(18)} wall ${(s.wall / o.wall).toFixed(2)}  cpu ${(s.cpu / o.cpu).toFixed(2)}  repo ${(s.repoBytes / o.repoBytes).toFixed(2)}`,
-      );
-    });
+  for (const mode of modes) {
+    const ours = results.get(`burrow ${mode}`)!;
+    for (const tool of tools.filter((t) => !t.name.startsWith('burrow'))) {
+      console.log(`\n${tool.name} / burrow ${mode} (above 1.00: burrow is faster or smaller)`);
+      results.get(tool.name)!.forEach((s, i) => {
+        const o = ours[i]!;
+        console.log(
+          `  ${STEPS[i]!.padEnd(18)} wall ${(s.wall / o.wall).toFixed(2)}  cpu ${(s.cpu / o.cpu).toFixed(2)}  repo ${(s.repoBytes / o.repoBytes).toFixed(2)}`,
+        );
+      });
+    }
   }
   if (!keep) rmSync(work, { recursive: true, force: true });
 }

@@ -10,7 +10,11 @@
  *
  * Configurations, each timed BENCH_ROUNDS (default 2) times, best kept:
  * - inline: one thread, no workers: chunk, computeChunkDigest + encodeBlob, in order.
- * - pool N: uploadChunks with an N-thread ChunkWorkerPool (main thread chunks and appends).
+ * - pool N: uploadChunks with an N-thread ChunkWorkerPool (main thread chunks and appends), the
+ *   chunks cut by ChunkSplitter into fresh memory and moved to the workers.
+ * - sink N: as a backup does it: 1 MiB pieces read into one reused buffer are written to a
+ *   ChunkingSink, which gathers each chunk in a slot of shared memory that the workers read in
+ *   place (backup-streams.ts); no chunk buffer is allocated or moved.
  * Reported: MB/s (10^6 bytes), wall seconds, CPU seconds of the process (all threads) and of the
  * main thread alone (Linux), the speedup of each configuration over inline, and peak RSS. On a
  * busy machine wall times mislead (a 3-thread process gets more of the CPU than a 1-thread one);
@@ -21,6 +25,7 @@ import { createCipheriv } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { availableParallelism, loadavg } from 'node:os';
 import { ChunkSplitter } from '../src/chunker/buzhash.js';
+import { ChunkingSink } from '../src/client/backup-streams.js';
 import type { BackupWriter } from '../src/client/backup-writer.js';
 import { ChunkWorkerPool, uploadChunks } from '../src/client/chunk-pipeline.js';
 import { CryptConfig } from '../src/crypto/crypt-config.js';
@@ -142,6 +147,29 @@ async function pooled(pool: ChunkWorkerPool, crypt: CryptConfig | undefined): Pr
   if (result.size !== SIZE) throw new Error(`size ${result.size} != ${SIZE}`);
 }
 
+/** The backup's path: a reused read buffer, the chunking sink, arena slots. */
+async function sunk(pool: ChunkWorkerPool, crypt: CryptConfig | undefined): Promise<void> {
+  const writer = new NullWriter();
+  const sink = new ChunkingSink('bench', 4 * MiB);
+  const upload = uploadChunks(sink.queue, {
+    writer,
+    wid: 1,
+    kind: 'dynamic',
+    known: new Set(),
+    pool,
+    ...(crypt !== undefined ? { crypt } : {}),
+  });
+  const piece = Buffer.allocUnsafe(PIECE);
+  for (let at = 0; at < SIZE; at += PIECE) {
+    const n = Math.min(PIECE, SIZE - at);
+    piece.set(data.subarray(at, at + n));
+    await sink.write(piece.subarray(0, n));
+  }
+  await sink.finish();
+  const result = await upload;
+  if (result.size !== SIZE) throw new Error(`size ${result.size} != ${SIZE}`);
+}
+
 const mbps = (f: Figure): string => (SIZE / 1e6 / f.seconds).toFixed(0).padStart(6);
 
 async function main(): Promise<void> {
@@ -182,6 +210,7 @@ async function main(): Promise<void> {
       );
     row('inline', base);
     for (const [n, pool] of pools) row(`pool ${n}`, await time(() => pooled(pool, c)));
+    for (const [n, pool] of pools) row(`sink ${n}`, await time(() => sunk(pool, c)));
   }
   for (const pool of pools.values()) await pool.close();
   console.log(`peak RSS ${(process.resourceUsage().maxRSS / 1024).toFixed(0)} MiB`);

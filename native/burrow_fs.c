@@ -6,6 +6,10 @@
  *   touchAtime(path)            utimensat: atime = now, mtime untouched, symlinks not followed
  *   syncfs(fd)                  syncfs(2), on the calling thread
  *   syncfsAsync(fd, callback)   syncfs(2) on the libuv thread pool, callback(errno)
+ *   copyBytes(dst, dstOffset, src, srcOffset, length)
+ *                               memmove between Uint8Arrays; V8 copies into or out of shared
+ *                               memory (SharedArrayBuffer) with relaxed atomics, byte by byte
+ *                               when the two sides are not equally aligned (about 1.3 GB/s)
  * plus, in fsmeta.c, the metadata calls the pxar archiver and extractor need (xattrs, chattr
  * flags, project ids, mknod, utimensat with nanoseconds), and in buzhash.c the chunker's scan loop.
  *
@@ -284,6 +288,28 @@ static napi_value sync_fs_async(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/*
+ * copyBytes(dst, dstOffset, src, srcOffset, length): returns length. The caller owns the memory
+ * model: Burrow copies into a shared chunk slot only while no other thread may read it.
+ */
+static napi_value copy_bytes(napi_env env, napi_callback_info info) {
+  napi_value argv[5];
+  const uint8_t *dst, *src;
+  size_t dst_len, src_len;
+  int64_t dst_off, src_off, len;
+  if (!burrow_get_args(env, info, 5, argv) || !burrow_get_bytes(env, argv[0], &dst, &dst_len) ||
+      !burrow_get_int64(env, argv[1], &dst_off) || !burrow_get_bytes(env, argv[2], &src, &src_len) ||
+      !burrow_get_int64(env, argv[3], &src_off) || !burrow_get_int64(env, argv[4], &len))
+    return NULL;
+  if (dst_off < 0 || src_off < 0 || len < 0 || (uint64_t)dst_off > dst_len || (uint64_t)len > dst_len - (uint64_t)dst_off ||
+      (uint64_t)src_off > src_len || (uint64_t)len > src_len - (uint64_t)src_off) {
+    napi_throw_range_error(env, NULL, "copyBytes: range outside an array");
+    return NULL;
+  }
+  if (len > 0) memmove((uint8_t *)dst + dst_off, src + src_off, (size_t)len);
+  return burrow_make_int64(env, len);
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"fcntlSetLock", NULL, fcntl_set_lock, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -291,12 +317,13 @@ static napi_value init(napi_env env, napi_value exports) {
       {"touchAtime", NULL, touch_atime, NULL, NULL, NULL, napi_enumerable, NULL},
       {"syncfs", NULL, sync_fs, NULL, NULL, NULL, napi_enumerable, NULL},
       {"syncfsAsync", NULL, sync_fs_async, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"copyBytes", NULL, copy_bytes, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   CHECK(napi_define_properties(env, exports, sizeof props / sizeof props[0], props));
   CHECK(burrow_register_fsmeta(env, exports));
   CHECK(burrow_register_buzhash(env, exports));
   /* Let the TS side check it loaded the build it expects; bump with EXPECTED_ABI in native-fs.ts. */
-  napi_value version = burrow_make_int(env, 3);
+  napi_value version = burrow_make_int(env, 4);
   if (version == NULL) return NULL;
   CHECK(napi_set_named_property(env, exports, "abiVersion", version));
   return exports;

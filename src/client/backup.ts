@@ -3,12 +3,13 @@
  * through a BackupWriter, the same way over the local datastore and (later) the PBS protocol.
  *
  * - Directories (`.pxar`): in `legacy` mode one pxar v1 stream `<name>.pxar.didx` chunked with
- *   buzhash (avg 4 MiB or `chunkSize`), plus the catalog `catalog.pcat1.didx` (avg 512 KiB) on its
- *   own writer, written while the archives are walked and closed last. In `data` mode a split
- *   archive `<name>.mpxar.didx` + `<name>.ppxar.didx` on two writers, the payload stream cut at
- *   file starts where the chunker allows (suggested boundaries), no catalog. `metadata` mode is
- *   `data` plus reuse of unchanged files' payload chunks from the previous snapshot
- *   (payload-reuse.ts); without a usable previous split archive it behaves like `data`.
+ *   buzhash (avg BACKUP_AVG_CHUNK_SIZE, 512 KiB, or `chunkSize`), plus the catalog
+ *   `catalog.pcat1.didx` (avg 512 KiB) on its own writer, written while the archives are walked
+ *   and closed last. In `data` mode a split archive `<name>.mpxar.didx` + `<name>.ppxar.didx` on
+ *   two writers, the payload stream cut at file starts where the chunker allows (suggested
+ *   boundaries), no catalog. `metadata` mode is `data` plus reuse of unchanged files' payload
+ *   chunks from the previous snapshot (payload-reuse.ts); without a usable previous split archive
+ *   it behaves like `data`.
  * - Images (`.img`): `<name>.img.fidx`, fixed 4 MiB chunks, holes of sparse files not read
  *   (image-reader.ts).
  * - Config and log files (`.conf`, `.log`): `<name>.blob`, compressed (and encrypted in encrypt
@@ -28,11 +29,7 @@
  */
 import { lstat, readFile, stat } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
-import {
-  CATALOG_AVG_CHUNK_SIZE,
-  DEFAULT_AVG_CHUNK_SIZE,
-  chunkerParams,
-} from '../chunker/buzhash.js';
+import { CATALOG_AVG_CHUNK_SIZE, chunkerParams } from '../chunker/buzhash.js';
 import type { CryptConfig } from '../crypto/crypt-config.js';
 import { CatalogWriter } from '../format/catalog.js';
 import { encodeBlob } from '../format/data-blob.js';
@@ -93,6 +90,15 @@ export function parseArchiveSpec(spec: string): ArchiveSpec {
 }
 
 export type ChangeDetectionMode = 'legacy' | 'data' | 'metadata';
+
+/**
+ * Burrow's default average chunk size for pxar streams: 512 KiB, where PBS's client uses 4 MiB
+ * (docs/design.md). A change costs at least a whole chunk, so small scattered
+ * changes store about 8x less; metadata mode re-reads at most a chunk's worth around each
+ * changed file. The price is 8x more chunks per byte. `--chunk-size 4096` gives PBS's layout;
+ * PBS reads either.
+ */
+export const BACKUP_AVG_CHUNK_SIZE = 512 * 1024;
 
 /**
  * Progress as data. `bytesRead`/`totalBytes`/`entries`/`path` are about the current archive
@@ -214,7 +220,7 @@ function checkOptions(o: BackupOptions): Plan {
   const mode = o.changeDetectionMode ?? 'legacy';
   if (!['legacy', 'data', 'metadata'].includes(mode))
     throw new BurrowError('INVALID_ARGUMENT', `unknown change detection mode ${String(mode)}`);
-  const avg = o.chunkSize ?? DEFAULT_AVG_CHUNK_SIZE;
+  const avg = o.chunkSize ?? BACKUP_AVG_CHUNK_SIZE;
   chunkerParams(avg);
   const names = new Set<string>();
   for (const archive of o.archives) {
@@ -649,7 +655,11 @@ class Backup {
       const root = await readRootMetadata(archive.path, (m, p) => this.#warn(`${p}: ${m}`));
       const encoder = await PxarEncoder.begin(root, { output: sink });
       catalog.writer.startDirectory(Buffer.from(name));
-      stats = await createArchive(archive.path, encoder, { ...options, catalog: catalog.writer });
+      stats = await createArchive(archive.path, encoder, {
+        ...options,
+        catalog: catalog.writer,
+        reuseReadBuffer: true,
+      });
       await encoder.finish();
       await catalog.writer.endDirectory();
       this.#checkCatalog(catalog);
@@ -706,11 +716,12 @@ class Backup {
           output: metaSink,
           payloadOutput: payloadSink,
           ...(prelude === undefined ? {} : { prelude }),
-          onPayloadHeader: (offset) => payloadSink.splitter.suggestBoundary(offset),
+          onPayloadHeader: (offset) => payloadSink.suggestBoundary(offset),
         });
         reuser?.attach(encoder);
         stats = await createArchive(archive.path, encoder, {
           ...options,
+          reuseReadBuffer: true,
           ...(reuser === undefined ? {} : { reusePayload: (f) => reuser.decide(f) }),
         });
         await encoder.finish();

@@ -28,6 +28,7 @@ import type { RandomAccess } from '../pxar/format.js';
 import { formatSnapshot } from '../types/backup.js';
 import type { CryptMode } from '../types/crypt-mode.js';
 import type { BackupReader } from './backup-writer.js';
+import type { ChunkWorkerPool } from './worker-pool.js';
 
 /** Decoded chunks kept for random access: eight PBS-sized (4 MiB) chunks. */
 export const DEFAULT_CACHE_BYTES = 8 * 4 * 1024 * 1024;
@@ -53,6 +54,24 @@ export type ChunkDecoder = (
  */
 export const decodeChunkHere: ChunkDecoder = (raw, options) =>
   decodeBlob(raw, { ...options, checkCrc: false });
+
+/**
+ * A ChunkDecoder that decodes on `pool`'s worker threads (the same checks as decodeChunkHere),
+ * so a restore's digest and zstd work overlaps its reading and writing. `raw` is moved to the
+ * worker when it owns its whole buffer: the readers hand each stored chunk out once.
+ */
+export function workerChunkDecoder(pool: ChunkWorkerPool): ChunkDecoder {
+  return (raw, options) =>
+    pool.decode(
+      raw,
+      {
+        crypt: options.crypt,
+        expectedDigest: options.expectedDigest,
+        expectedSize: options.expectedSize,
+      },
+      true,
+    );
+}
 
 export interface ArchiveReaderOptions {
   /** Bytes of decoded chunks the random-access cache may hold (default 32 MiB). */

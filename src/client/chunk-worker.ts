@@ -7,25 +7,43 @@
  * ('encode') or already known ('drop'): known chunks, the bulk of an incremental backup, are then
  * never compressed or encrypted, and the data crosses threads once. Keys arrive once per worker
  * ('key') and are rebuilt into a CryptConfig here, since class instances do not cross threads.
+ * Chunks in a ChunkArena (shared memory, sent once per worker as 'arena') are read in place; the
+ * main thread frees their slot when it has the encoded blob, or when it drops the job.
+ *
+ * A 'decode' job is the restore direction: a stored chunk in, its checked, decoded data out.
  */
 import { parentPort } from 'node:worker_threads';
 import { CryptConfig } from '../crypto/crypt-config.js';
-import { computeChunkDigest, encodeBlob } from '../format/data-blob.js';
+import { computeChunkDigest, decodeBlob, encodeBlob } from '../format/data-blob.js';
 import { BurrowError, isBurrowError } from '../lib/errors.js';
 
-/** What a job asks for: the digest (then wait), the encoded blob only, or both at once. */
-export type JobWant = 'digest' | 'encode' | 'both';
+/**
+ * What a job asks for: the digest (then wait), the encoded blob only, both at once, or (restore)
+ * the decoded and checked data of a stored chunk.
+ */
+export type JobWant = 'digest' | 'encode' | 'both' | 'decode';
+
+/** A chunk in a ChunkArena slot, by place. */
+export interface ArenaRef {
+  arenaId: number;
+  offset: number;
+  length: number;
+}
 
 export type ToWorker =
   | { type: 'key'; keyId: number; key: Uint8Array }
+  | { type: 'arena'; arenaId: number; memory: SharedArrayBuffer }
   | {
       type: 'job';
       id: number;
       want: JobWant;
-      data: Uint8Array;
+      data: Uint8Array | ArenaRef;
       /** 0: unencrypted. */
       keyId: number;
       compress: boolean;
+      /** Decode jobs: what the decoded chunk must hash to and how long it must be. */
+      expectedDigest?: Uint8Array;
+      expectedSize?: number;
     }
   | { type: 'encode'; id: number }
   | { type: 'drop'; id: number }
@@ -40,6 +58,7 @@ export interface WorkerErrorData {
 
 export type FromWorker =
   | { type: 'digest'; id: number; digest: Uint8Array }
+  /** The job's output: the blob, or for decode jobs the data. */
   | { type: 'encoded'; id: number; encoded: Uint8Array; digest?: Uint8Array }
   | { type: 'error'; id: number; error: WorkerErrorData };
 
@@ -55,6 +74,16 @@ if (port === null) {
 }
 
 const keys = new Map<number, CryptConfig>();
+const arenas = new Map<number, SharedArrayBuffer>();
+
+function dataOf(data: Uint8Array | ArenaRef): Uint8Array {
+  if (data instanceof Uint8Array) return data;
+  const memory = arenas.get(data.arenaId);
+  if (memory === undefined) {
+    throw new BurrowError('INTERNAL', `chunk worker: arena ${data.arenaId} was never sent`);
+  }
+  return new Uint8Array(memory, data.offset, data.length);
+}
 const held = new Map<number, Held>();
 
 function cryptFor(keyId: number): CryptConfig | undefined {
@@ -90,11 +119,25 @@ function ownBytes(a: Uint8Array): Uint8Array {
 function postEncoded(id: number, job: Held, withDigest: boolean): void {
   const digest = withDigest ? computeChunkDigest(job.data, job.crypt) : undefined;
   const encoded = ownBytes(encodeBlob(job.data, { compress: job.compress, crypt: job.crypt }));
-  const message: FromWorker =
-    digest === undefined
-      ? { type: 'encoded', id, encoded }
-      : { type: 'encoded', id, encoded, digest };
+  const message: FromWorker = { type: 'encoded', id, encoded };
+  if (digest !== undefined) message.digest = digest;
   port!.postMessage(message, transferListOf(encoded));
+}
+
+function postDecoded(id: number, message: Extract<ToWorker, { type: 'job' }>): void {
+  // Never decode unchecked: a restore relies on the digest check made here.
+  if (message.expectedDigest === undefined || message.expectedSize === undefined)
+    throw new BurrowError('INTERNAL', `chunk worker: decode job ${id} without a digest to check`);
+  const decoded = ownBytes(
+    decodeBlob(dataOf(message.data), {
+      crypt: cryptFor(message.keyId),
+      expectedDigest: message.expectedDigest,
+      expectedSize: message.expectedSize,
+      checkCrc: false,
+    }),
+  );
+  const reply: FromWorker = { type: 'encoded', id, encoded: decoded };
+  port!.postMessage(reply, transferListOf(decoded));
 }
 
 function errorData(error: unknown): WorkerErrorData {
@@ -110,9 +153,16 @@ function handle(message: ToWorker): void {
     case 'key':
       keys.set(message.keyId, new CryptConfig(message.key));
       return;
+    case 'arena':
+      arenas.set(message.arenaId, message.memory);
+      return;
     case 'job': {
+      if (message.want === 'decode') {
+        postDecoded(message.id, message);
+        return;
+      }
       const job: Held = {
-        data: message.data,
+        data: dataOf(message.data),
         crypt: cryptFor(message.keyId),
         compress: message.compress,
       };
@@ -148,7 +198,7 @@ port.on('message', (message: ToWorker) => {
   try {
     handle(message);
   } catch (error) {
-    if (message.type === 'key') throw error;
+    if (message.type === 'key' || message.type === 'arena') throw error;
     const id = 'id' in message ? message.id : -1;
     held.delete(id);
     const reply: FromWorker = { type: 'error', id, error: errorData(error) };

@@ -2,13 +2,15 @@ import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { DynamicIndex, encodeDynamicIndex } from '../format/dynamic-index.js';
 import { toHex } from '../lib/bytes.js';
-import type { PxarAccessor } from '../pxar/accessor.js';
+import { PxarAccessor } from '../pxar/accessor.js';
+import { bytesRandomAccess } from '../pxar/random-access.js';
+import { buildArchive, type TreeNode } from '../../test/helpers/pxar-builder.js';
 import type { PxarEncoder } from '../pxar/encoder.js';
 import { EMPTY_ACL, metadataOf } from '../pxar/format.js';
 import type { Metadata } from '../pxar/format.js';
 import type { BackupWriter } from './backup-writer.js';
 import { ChunkingSink } from './backup-streams.js';
-import { InjectingWriter, PayloadReuser, metadataEqual } from './payload-reuse.js';
+import { InjectingWriter, PayloadReuser, PreviousTree, metadataEqual } from './payload-reuse.js';
 
 const digest = (n: number): Uint8Array => new Uint8Array(32).fill(n);
 
@@ -172,14 +174,22 @@ describe('PayloadReuser', () => {
     encoder: { position: number };
     file: (name: string, size?: number) => { path: Uint8Array; metadata: Metadata; size: number };
   } {
+    // The old files all lie in the root directory; the reuser lists it once.
+    const root = { name: new Uint8Array(0), path: new Uint8Array(0), body: { kind: 'directory' } };
+    let listings = 0;
     const accessor = {
-      lookup: (path: Uint8Array) => {
-        const hit = old.get(Buffer.from(path).toString());
-        if (hit === undefined) return Promise.resolve(undefined);
-        return Promise.resolve({
-          body: { kind: 'file', payloadOffset: hit[0], size: hit[1] },
-          metadata: meta,
-        });
+      root: () => root,
+      readDirectory: (dir: unknown) => {
+        expect(dir).toBe(root);
+        expect(++listings).toBe(1);
+        return Promise.resolve(
+          [...old].map(([name, [payloadOffset, size]]) => ({
+            name: Buffer.from(name),
+            path: Buffer.from(name),
+            body: { kind: 'file', payloadOffset, size },
+            metadata: meta,
+          })),
+        );
       },
     } as unknown as PxarAccessor;
     const sink = new ChunkingSink('test', 64 * 1024, 100);
@@ -252,9 +262,55 @@ describe('PayloadReuser', () => {
     encoder.position = 16;
     expect(await reuser.decide(file('f1'))).toBe(32);
     expect(sink.queuedBytes).toBe(16);
-    expect(sink.splitter.streamOffset).toBe(216);
+    expect(sink.streamOffset).toBe(216);
     await injector.appendIndex(1, 'dynamic', [digest(1)], [0]);
     await injector.closeIndex(1, 'dynamic', 1, 16, new Uint8Array(32));
     expect(injector.result).toMatchObject({ size: 216, chunkCount: 2 });
+  });
+});
+
+describe('PreviousTree', () => {
+  const data = (s: string): Uint8Array => new TextEncoder().encode(s);
+  const tree: TreeNode[] = [
+    { kind: 'file', name: 'a', data: data('a') },
+    {
+      kind: 'dir',
+      name: 'd',
+      children: [
+        {
+          kind: 'dir',
+          name: 'e',
+          children: [{ kind: 'file', name: 'y', data: data('yy') }],
+        },
+        { kind: 'file', name: 'x', data: data('xxx') },
+        { kind: 'file', name: 'z', data: data('zzzz') },
+      ],
+    },
+    { kind: 'file', name: 'f', data: data('fffff') },
+    { kind: 'dir', name: 'g', children: [{ kind: 'file', name: 'w', data: data('w') }] },
+  ];
+
+  it('answers like lookup, listing each directory once for a walk in archive order', async () => {
+    const built = buildArchive(tree, { version: 2 });
+    const accessor = await PxarAccessor.open(bytesRandomAccess(built.archive), {
+      payload: bytesRandomAccess(built.payload!),
+    });
+    const listed: string[] = [];
+    const readDirectory = accessor.readDirectory.bind(accessor);
+    accessor.readDirectory = (dir) => {
+      listed.push(Buffer.from(dir.path).toString());
+      return readDirectory(dir);
+    };
+    const previous = new PreviousTree(accessor);
+    // Depth first in archive order, with paths that are missing or lead through a file.
+    const walk = ['a', 'd/e/y', 'd/e/nope', 'd/x', 'd/z', 'd/nope/q', 'a/b', 'f', 'g/w', 'nope'];
+    for (const path of walk) {
+      const got = await previous.entry(Buffer.from(path));
+      const expected = await accessor.lookup(path);
+      expect(got?.fileNameOffset, path).toBe(expected?.fileNameOffset);
+      expect(got?.body, path).toEqual(expected?.body);
+    }
+    expect(listed).toEqual(['', 'd', 'd/e', 'g']);
+    expect(await previous.entry(new Uint8Array(0))).toBe(accessor.root());
   });
 });

@@ -8,7 +8,7 @@ import { CryptConfig } from '../crypto/crypt-config.js';
 import { blobKindOf, decodeBlob } from '../format/data-blob.js';
 import { MAX_BLOB_SIZE } from '../format/magic.js';
 import { fromHex, toHex } from '../lib/bytes.js';
-import { ChunkWorkerPool } from './worker-pool.js';
+import { ChunkArena, ChunkWorkerPool } from './worker-pool.js';
 
 const run = promisify(execFile);
 const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
@@ -106,6 +106,78 @@ describe('ChunkWorkerPool', () => {
     expect(p.closed).toBe(true);
     expect(codeOf(() => p.submit(HELLO))).toBe('INTERNAL');
     await p.close();
+  });
+
+  it('reads chunks in arena slots in place and frees each slot once the worker is done', async () => {
+    const arena = new ChunkArena(64 * 1024, 3);
+    const fill = (v: number, n: number): Uint8Array => {
+      const slot = arena.take()!;
+      slot.fill(v, 0, n);
+      return slot.subarray(0, n);
+    };
+    const a = fill(1, 5000);
+    const b = fill(2, 6000);
+    const c = fill(3, 7000);
+    expect(arena.take()).toBeUndefined(); // all three slots are out
+    const ja = pool.submit(a, { transfer: true });
+    const jb = pool.submit(b, { transfer: true });
+    expect(a.byteLength).toBe(5000); // shared, not moved
+    expect(toHex(await ja.digest)).toBe(sha256(new Uint8Array(5000).fill(1)));
+    expect(toHex(await jb.digest)).toBe(sha256(new Uint8Array(6000).fill(2)));
+    expect(arena.inUse).toBe(3);
+    ja.drop(); // a dropped job's slot is free at once
+    expect(arena.inUse).toBe(2);
+    const blob = await jb.encode(); // an encoded job's slot is free when the blob arrives
+    expect(arena.inUse).toBe(1);
+    expect(decodeBlob(blob)).toEqual(new Uint8Array(6000).fill(2));
+    // Without `transfer` the chunk is copied and its slot stays the caller's.
+    const jc = pool.submit(c, { transfer: false });
+    await jc.digest;
+    jc.drop();
+    expect(arena.inUse).toBe(1);
+    // The freed slots are handed out again, and the worker reads their new contents.
+    const d = fill(4, 3000);
+    expect(toHex(await pool.submit(d, { transfer: true }).digest)).toBe(
+      sha256(new Uint8Array(3000).fill(4)),
+    );
+  });
+
+  it('decodes and checks stored chunks on a worker (decode jobs)', async () => {
+    const data = new Uint8Array(200_000).map((_, i) => i % 7);
+    const crypt = new CryptConfig(SPEC_ENC_KEY);
+    for (const key of [undefined, crypt]) {
+      const { digest, encoded } = await pool.process(data, key);
+      const decoded = await pool.decode(encoded, {
+        crypt: key,
+        expectedDigest: digest,
+        expectedSize: data.byteLength,
+      });
+      expect(decoded).toEqual(data);
+      // A wrong digest or length is refused with decodeBlob's codes.
+      const wrong = new Uint8Array(digest);
+      wrong[0]! ^= 1;
+      expect(
+        await rejectionCodeOf(
+          pool.decode(encoded, {
+            crypt: key,
+            expectedDigest: wrong,
+            expectedSize: data.byteLength,
+          }),
+        ),
+      ).toBe('DIGEST_MISMATCH');
+      expect(
+        await rejectionCodeOf(
+          pool.decode(encoded, { crypt: key, expectedDigest: digest, expectedSize: 5 }),
+        ),
+      ).toBe('SIZE_MISMATCH');
+    }
+    // With `transfer`, a raw chunk that owns its buffer moves to the worker.
+    const { digest, encoded } = await pool.process(data, undefined, true, false);
+    const moved = new Uint8Array(encoded);
+    expect(
+      await pool.decode(moved, { expectedDigest: digest, expectedSize: data.byteLength }, true),
+    ).toEqual(data);
+    expect(moved.byteLength).toBe(0);
   });
 
   it('refuses bad thread counts', () => {

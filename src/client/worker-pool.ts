@@ -8,6 +8,12 @@
  * - Chunk memory is moved, not copied, when a chunk owns its whole ArrayBuffer and the caller lets
  *   it go (`transfer`); a view into a bigger buffer is copied first, because moving would detach
  *   the caller's other bytes (and structured clone would copy the whole buffer anyway).
+ * - Chunks gathered in a ChunkArena (shared memory, the chunking sink's) do not move at all: the
+ *   worker reads them in place, and the slot is free again once the worker is done with it (the
+ *   chunk dropped or encoded). Moving or allocating a buffer per chunk cost page faults (about a
+ *   thousand per fresh 4 MiB) and garbage collections on both threads, since V8 counts every
+ *   buffer that arrives as new external memory.
+ * - `decode` jobs (restore) check and decode a stored chunk off the main thread.
  * - Workers are unref'd while idle: a pool never keeps the process alive on its own, yet a pending
  *   job does. A worker that dies fails its jobs (INTERNAL) and is replaced on the next job.
  * - Source or compiled: see workerSpec().
@@ -33,15 +39,93 @@ export interface ChunkJob {
   drop(): void;
 }
 
+let nextArenaId = 1;
+const arenas = new WeakMap<SharedArrayBuffer, ChunkArena>();
+
+/**
+ * Fixed-size slots of shared memory for chunks on their way to the workers. take() hands out a
+ * free slot (undefined when all are out: the caller then uses ordinary memory); a chunk that is a
+ * view at the start of a slot is read by the worker in place, and ChunkWorkerPool frees the slot
+ * when the worker is done with it. The memory is reserved at the first take(); pages are touched
+ * only as far as chunks reach, and the most recently freed slot is reused first.
+ */
+export class ChunkArena {
+  readonly id = nextArenaId++;
+  readonly slotSize: number;
+  readonly slots: number;
+  #memory: SharedArrayBuffer | undefined;
+  readonly #free: number[] = [];
+  #used = 0;
+
+  constructor(slotSize: number, slots: number) {
+    if (
+      !Number.isSafeInteger(slotSize) ||
+      slotSize < 1 ||
+      !Number.isSafeInteger(slots) ||
+      slots < 1
+    )
+      throw new BurrowError('INVALID_ARGUMENT', `bad chunk arena ${slots} x ${slotSize}`);
+    this.slotSize = slotSize;
+    this.slots = slots;
+  }
+
+  /** The arena a chunk's memory belongs to, if any. */
+  static of(data: Uint8Array): ChunkArena | undefined {
+    return data.buffer instanceof SharedArrayBuffer ? arenas.get(data.buffer) : undefined;
+  }
+
+  get memory(): SharedArrayBuffer | undefined {
+    return this.#memory;
+  }
+
+  /** Slots handed out and not freed yet. */
+  get inUse(): number {
+    return this.#used - this.#free.length;
+  }
+
+  /** A whole free slot, or undefined when every slot is out. */
+  take(): Uint8Array | undefined {
+    let slot = this.#free.pop();
+    if (slot === undefined) {
+      if (this.#used === this.slots) return undefined;
+      slot = this.#used++;
+    }
+    if (this.#memory === undefined) {
+      this.#memory = new SharedArrayBuffer(this.slotSize * this.slots);
+      arenas.set(this.#memory, this);
+    }
+    return new Uint8Array(this.#memory, slot * this.slotSize, this.slotSize);
+  }
+
+  /** The slot a view at the start of a slot lies in, else undefined. */
+  slotOf(data: Uint8Array): number | undefined {
+    if (data.buffer !== this.#memory || data.byteOffset % this.slotSize !== 0) return undefined;
+    if (data.byteLength > this.slotSize) return undefined;
+    return data.byteOffset / this.slotSize;
+  }
+
+  free(slot: number): void {
+    this.#free.push(slot);
+  }
+}
+
 export interface JobOptions {
   crypt?: CryptConfig | undefined;
   /** zstd level 1 when that is smaller (default true). */
   compress?: boolean;
   /**
    * Move the chunk's memory to the worker when it owns its whole ArrayBuffer; the caller's array
-   * is then detached (length 0). Default false: the chunk is copied and stays usable.
+   * is then detached (length 0); a chunk at the start of a ChunkArena slot is read in place and
+   * its slot freed when the worker is done. Default false: the chunk is copied and stays usable.
    */
   transfer?: boolean;
+}
+
+/** What a decode job checks (decodeBlob's options, CRC left out as in decodeChunkHere). */
+export interface DecodeOptions {
+  crypt?: CryptConfig | undefined;
+  expectedDigest: Uint8Array;
+  expectedSize: number;
 }
 
 export interface ProcessedChunk {
@@ -78,6 +162,11 @@ interface Job {
   data: Uint8Array | undefined;
   crypt: CryptConfig | undefined;
   compress: boolean;
+  /** The arena slot the data lies in (read in place by the worker). */
+  slot: { arena: ChunkArena; index: number } | undefined;
+  /** Decode jobs. */
+  expectedDigest?: Uint8Array;
+  expectedSize?: number;
   state: JobState;
   worker: PoolWorker | undefined;
   digest: Deferred<Uint8Array>;
@@ -88,7 +177,15 @@ interface PoolWorker {
   worker: Worker;
   jobs: Map<number, Job>;
   keys: Set<number>;
+  /** Arenas whose memory the worker has been sent. */
+  arenas: Set<number>;
   dead: boolean;
+}
+
+function arenaSlot(a: Uint8Array): { arena: ChunkArena; index: number } | undefined {
+  const arena = ChunkArena.of(a);
+  const index = arena?.slotOf(a);
+  return index === undefined ? undefined : { arena: arena!, index };
 }
 
 function ownsBuffer(a: Uint8Array): boolean {
@@ -169,7 +266,7 @@ export class ChunkWorkerPool {
     this.threads = threads;
   }
 
-  /** A pool of `threads` workers (default: os.availableParallelism()), started right away. */
+  /** A pool of `threads` workers (default: os.availableParallelism()), started with the first jobs. */
   static create(threads: number = availableParallelism()): ChunkWorkerPool {
     if (!Number.isSafeInteger(threads) || threads < 1 || threads > 256) {
       throw new BurrowError(
@@ -178,9 +275,9 @@ export class ChunkWorkerPool {
         { details: { threads } },
       );
     }
-    const pool = new ChunkWorkerPool(threads);
-    for (let i = 0; i < threads; i++) pool.#spawn();
-    return pool;
+    // Threads start with the first jobs (#dispatch): a backup that finds everything unchanged
+    // needs one or two jobs, and each thread costs a Node isolate and its module loading.
+    return new ChunkWorkerPool(threads);
   }
 
   get closed(): boolean {
@@ -204,6 +301,15 @@ export class ChunkWorkerPool {
     const job = this.#submit('both', data, { crypt, compress, transfer });
     const encoded = await job.encoded.promise;
     return { digest: await job.digest.promise, encoded };
+  }
+
+  /**
+   * Decode a stored chunk (DataBlob) on a worker and check its digest and length, as
+   * decodeChunkHere does here; errors keep decodeBlob's codes. `raw` is copied unless `transfer`.
+   */
+  decode(raw: Uint8Array, options: DecodeOptions, transfer = false): Promise<Uint8Array> {
+    const job = this.#submit('decode', raw, { crypt: options.crypt, transfer }, options);
+    return job.encoded.promise;
   }
 
   /** Encode only, when the digest is already known (the all-zero image chunk). */
@@ -243,15 +349,23 @@ export class ChunkWorkerPool {
     await Promise.all(workers.map((w) => w.worker.terminate()));
   }
 
-  #submit(want: JobWant, data: Uint8Array, options: JobOptions): Job {
+  #submit(want: JobWant, data: Uint8Array, options: JobOptions, check?: DecodeOptions): Job {
     if (this.#closed) throw new BurrowError('INTERNAL', 'the chunk worker pool is closed');
+    const slot = options.transfer === true ? arenaSlot(data) : undefined;
     const job: Job = {
       id: this.#nextJobId++,
       want,
       // A copy now, not at dispatch: the caller may reuse its buffer as soon as we return.
-      data: options.transfer === true && ownsBuffer(data) ? data : ownedCopy(data),
+      data:
+        slot !== undefined || (options.transfer === true && ownsBuffer(data))
+          ? data
+          : ownedCopy(data),
       crypt: options.crypt,
       compress: options.compress ?? true,
+      slot,
+      ...(check === undefined
+        ? {}
+        : { expectedDigest: check.expectedDigest, expectedSize: check.expectedSize }),
       state: 'queued',
       worker: undefined,
       digest: deferred(),
@@ -281,6 +395,7 @@ export class ChunkWorkerPool {
     if (job.state === 'queued') {
       const at = this.#queue.indexOf(job);
       if (at >= 0) this.#queue.splice(at, 1);
+      this.#freeSlot(job);
       this.#fail(job, new BurrowError('INTERNAL', `chunk job ${job.id} was dropped`));
       return;
     }
@@ -288,7 +403,9 @@ export class ChunkWorkerPool {
     const w = job.worker;
     // A job still digesting is dropped when its digest arrives (the worker holds it then).
     if (job.state === 'held') {
+      // The worker reads a held chunk only to encode it, which it will not be asked to do now.
       this.#post(w, { type: 'drop', id: job.id });
+      this.#freeSlot(job);
       this.#finish(job);
     } else if (job.state === 'digesting') {
       job.state = 'done';
@@ -308,7 +425,13 @@ export class ChunkWorkerPool {
         { cause },
       );
     }
-    const w: PoolWorker = { worker, jobs: new Map(), keys: new Set(), dead: false };
+    const w: PoolWorker = {
+      worker,
+      jobs: new Map(),
+      keys: new Set(),
+      arenas: new Set(),
+      dead: false,
+    };
     worker.on('message', (message: FromWorker) => this.#onMessage(w, message));
     worker.on('error', (error) => this.#onDeath(w, error));
     worker.on('messageerror', (error) => this.#onDeath(w, error));
@@ -326,7 +449,9 @@ export class ChunkWorkerPool {
     w.dead = true;
     const at = this.#workers.indexOf(w);
     if (at >= 0) this.#workers.splice(at, 1);
+    // Slots of a failed worker's jobs are not freed: the thread may not have stopped reading yet.
     for (const job of w.jobs.values()) {
+      job.slot = undefined;
       this.#fail(
         job,
         new BurrowError('INTERNAL', `chunk worker thread failed: ${cause.message}`, { cause }),
@@ -346,6 +471,7 @@ export class ChunkWorkerPool {
         if (job.state === 'done') {
           // Dropped while it was digesting: the worker holds the data until told.
           this.#post(w, { type: 'drop', id: job.id });
+          this.#freeSlot(job);
           job.digest.resolve(message.digest);
           this.#release(job);
           return;
@@ -355,13 +481,23 @@ export class ChunkWorkerPool {
         return;
       case 'encoded':
         if (message.digest !== undefined) job.digest.resolve(message.digest);
+        this.#freeSlot(job);
         job.encoded.resolve(message.encoded);
         this.#finish(job);
         return;
       case 'error':
+        // The worker forgets a job that failed.
+        this.#freeSlot(job);
         this.#fail(job, rebuildError(message.error));
         return;
     }
+  }
+
+  #freeSlot(job: Job): void {
+    const slot = job.slot;
+    if (slot === undefined) return;
+    job.slot = undefined;
+    slot.arena.free(slot.index);
   }
 
   #fail(job: Job, error: BurrowError): void {
@@ -405,16 +541,6 @@ export class ChunkWorkerPool {
   #dispatch(): void {
     if (this.#closed) return;
     while (this.#queue.length > 0) {
-      try {
-        while (this.#workers.length < this.threads) this.#spawn();
-      } catch (error) {
-        // Called from event handlers too: never throw here. Without any worker, the waiting
-        // jobs fail; otherwise the workers there are serve them.
-        if (this.#workers.length === 0) {
-          for (const job of this.#queue.splice(0)) this.#fail(job, error as BurrowError);
-          return;
-        }
-      }
       let best: PoolWorker | undefined;
       for (const w of this.#workers) {
         if (
@@ -423,6 +549,19 @@ export class ChunkWorkerPool {
         )
           best = w;
       }
+      // One more thread only when every running one is busy.
+      if ((best === undefined || best.jobs.size > 0) && this.#workers.length < this.threads) {
+        try {
+          best = this.#spawn();
+        } catch (error) {
+          // Called from event handlers too: never throw here. Without any worker, the waiting
+          // jobs fail; otherwise the workers there are serve them.
+          if (this.#workers.length === 0) {
+            for (const job of this.#queue.splice(0)) this.#fail(job, error as BurrowError);
+            return;
+          }
+        }
+      }
       if (best === undefined) return;
       const job = this.#queue.shift()!;
       const data = job.data!;
@@ -430,15 +569,30 @@ export class ChunkWorkerPool {
       job.state = job.want === 'digest' ? 'digesting' : 'encoding';
       if (best.jobs.size === 0) best.worker.ref();
       best.jobs.set(job.id, job);
+      const slot = job.slot;
+      if (slot !== undefined && !best.arenas.has(slot.arena.id)) {
+        this.#post(best, { type: 'arena', arenaId: slot.arena.id, memory: slot.arena.memory! });
+        best.arenas.add(slot.arena.id);
+      }
       const message: ToWorker = {
         type: 'job',
         id: job.id,
         want: job.want,
-        data,
+        data:
+          slot === undefined
+            ? data
+            : { arenaId: slot.arena.id, offset: data.byteOffset, length: data.byteLength },
         keyId: this.#keyIdFor(best, job.crypt),
         compress: job.compress,
+        ...(job.expectedDigest === undefined
+          ? {}
+          : { expectedDigest: job.expectedDigest, expectedSize: job.expectedSize! }),
       };
       job.data = undefined;
+      if (slot !== undefined) {
+        this.#post(best, message);
+        continue;
+      }
       try {
         this.#post(best, message, [data.buffer as ArrayBuffer]);
       } catch {

@@ -65,10 +65,19 @@ interface NativeBinding {
   /** See native/buzhash.c: index just after the cut, or -1. */
   buzhashScan(this: void, state: Int32Array, data: Uint8Array, start: number): number;
   buzhashKernel(mode?: boolean): string;
+  /** memmove; returns length. Ranges are checked (RangeError). */
+  copyBytes(
+    this: void,
+    dst: Uint8Array,
+    dstOffset: number,
+    src: Uint8Array,
+    srcOffset: number,
+    length: number,
+  ): number;
 }
 
 /** Bumped together with the `abiVersion` export of native/burrow_fs.c; a stale build is not used. */
-const EXPECTED_ABI = 3;
+const EXPECTED_ABI = 4;
 
 // This file sits two levels below the package root both as src/lib/native-fs.ts (tsx, vitest)
 // and as dist/lib/native-fs.js, so one relative path finds the node-gyp output from either.
@@ -513,6 +522,23 @@ export function blockDeviceSize(fd: number): number {
 export function nativeBuzhashScan():
   ((state: Int32Array, data: Uint8Array, start: number) => number) | undefined {
   return binding?.buzhashScan;
+}
+
+/**
+ * Native memmove (native/burrow_fs.c copyBytes), or undefined without the addon. For copies into
+ * or out of a SharedArrayBuffer, which V8 does with relaxed atomics, byte by byte when the two
+ * sides are not equally aligned.
+ */
+export function nativeCopyBytes():
+  | ((
+      dst: Uint8Array,
+      dstOffset: number,
+      src: Uint8Array,
+      srcOffset: number,
+      length: number,
+    ) => number)
+  | undefined {
+  return binding?.copyBytes;
 }
 
 /**

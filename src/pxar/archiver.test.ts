@@ -551,6 +551,37 @@ describe('createArchive: changes during the backup', () => {
     expect(r.warnings.map((w) => w.message)).toEqual([expect.stringMatching(/grew/)]);
   });
 
+  it('finds growth at piece boundaries too, with fresh or reused read buffers', async () => {
+    const MiB = 1024 * 1024;
+    // Growth shows in the last read (asked one byte more) or, when the size is a whole number
+    // of pieces, in a read of one byte after them.
+    for (const size of [0, 5, MiB, MiB + 5, 2 * MiB]) {
+      for (const reuseReadBuffer of [false, true]) {
+        const file = join(src, 'f');
+        const content = randomBytes(size);
+        writeFileSync(file, content);
+        const r = await archive(src, {
+          reuseReadBuffer,
+          beforeFileRead: () => appendFileSync(file, 'more'),
+        });
+        expect(find(r, 'f').content!.equals(content), `${size}`).toBe(true);
+        expect(r.warnings.map((w) => w.message)).toEqual([expect.stringMatching(/grew/)]);
+        expect(r.stats.bytes).toBe(size);
+      }
+    }
+  });
+
+  it('archives the same bytes whether pieces are read into fresh or reused buffers', async () => {
+    const MiB = 1024 * 1024;
+    const sizes = [0, 1, 4095, 65_536, MiB - 1, MiB, MiB + 1, 3 * MiB + 17];
+    sizes.forEach((size, i) => writeFileSync(join(src, `f${i}`), randomBytes(size)));
+    const fresh = await archive(src, { reuseReadBuffer: false });
+    const reused = await archive(src, { reuseReadBuffer: true });
+    expect(reused.archive.equals(fresh.archive)).toBe(true);
+    expect(reused.warnings).toEqual([]);
+    sizes.forEach((size, i) => expect(find(reused, `f${i}`).content!.length).toBe(size));
+  });
+
   it('warns when the mtime changes while a file is read', async () => {
     const file = join(src, 'f');
     writeFileSync(file, 'same size');

@@ -466,6 +466,32 @@ describe('streaming', () => {
     expect(sizes.reduce((a, x) => a + x, 0)).toBe(encoder.position());
   });
 
+  it('never changes bytes it handed to a sink, though it goes on filling the same buffer', async () => {
+    // One sink keeps the very arrays it is given, the other copies them at once.
+    const kept: Uint8Array[] = [];
+    const keptPayload: Uint8Array[] = [];
+    const copied = new Collect();
+    const copiedPayload = new Collect();
+    const run = async (output: EncoderOptions['output'], payload: EncoderOptions['output']) => {
+      const encoder = await PxarEncoder.begin(DIR, { output, payloadOutput: payload });
+      for (let k = 0; k < 400; k++) {
+        const content = new Uint8Array(k * 37).fill(k & 0xff);
+        await encoder.addFile(b(`f${k}`), FILE, content.length, [content]);
+      }
+      await encoder.finish();
+    };
+    await run(
+      { write: (bytes) => void kept.push(bytes) },
+      { write: (bytes) => void keptPayload.push(bytes) },
+    );
+    await run(copied, copiedPayload);
+    // The split archive seals its payload buffer after every file: many pieces, few buffers.
+    expect(keptPayload.length).toBeGreaterThan(400);
+    expect(new Set(keptPayload.map((p) => p.buffer)).size).toBeLessThan(20);
+    expect(Buffer.concat(kept).equals(copied.bytes())).toBe(true);
+    expect(Buffer.concat(keptPayload).equals(copiedPayload.bytes())).toBe(true);
+  });
+
   it('large directories and many small pieces across buffer boundaries parse back', async () => {
     const out = new Collect();
     const encoder = await PxarEncoder.begin(DIR, { output: out });

@@ -22,6 +22,7 @@ import {
   closeSync,
   constants as fsConstants,
   fstatSync,
+  ftruncateSync,
   linkSync,
   lstatSync,
   mkdirSync,
@@ -29,9 +30,9 @@ import {
   realpathSync,
   symlinkSync,
   unlinkSync,
+  writeSync,
   type BigIntStats,
 } from 'node:fs';
-import { open as openFile, type FileHandle } from 'node:fs/promises';
 import { BurrowError, isBurrowError } from '../lib/errors.js';
 import { getFsFlags, mknod, setFsFlags } from '../lib/native-fs.js';
 import type { DecoderEvent, PxarDecoder } from './decoder.js';
@@ -190,15 +191,19 @@ function overwriteSet(option: ExtractOptions['overwrite']): ReadonlySet<Overwrit
 /**
  * Writes file content, leaving holes for 4 KiB blocks (aligned in the file) that are all zero.
  * A block split across two content pieces is carried over, so piece boundaries do not matter.
+ * Synchronous writes, as everything else here: a file costs a few system calls, which as
+ * promises each went through libuv's thread pool and back (most of a restore of small files).
  */
 class SparseWriter {
   /** Bytes of content consumed. */
   position = 0;
+  /** End of the last byte range written. */
+  private written = 0;
   private carry: Buffer | undefined;
 
-  constructor(private readonly handle: FileHandle) {}
+  constructor(private readonly fd: number) {}
 
-  async write(piece: Uint8Array): Promise<void> {
+  write(piece: Uint8Array): void {
     let data = Buffer.from(piece.buffer, piece.byteOffset, piece.byteLength);
     let start = this.position;
     if (this.carry !== undefined) {
@@ -214,34 +219,28 @@ class SparseWriter {
       const zero = data.subarray(at, at + BLOCK).equals(ZERO_BLOCK);
       if (!zero && runStart < 0) runStart = at;
       if (zero && runStart >= 0) {
-        await this.writeAll(data.subarray(runStart, at), start + runStart);
+        this.writeAll(data.subarray(runStart, at), start + runStart);
         runStart = -1;
       }
     }
-    if (runStart >= 0) await this.writeAll(data.subarray(runStart, whole), start + runStart);
+    if (runStart >= 0) this.writeAll(data.subarray(runStart, whole), start + runStart);
     // The remainder is copied: the decoder may reuse its buffer for the next piece.
     if (whole < data.length) this.carry = Buffer.from(data.subarray(whole));
   }
 
-  async finish(size: number): Promise<void> {
+  finish(size: number): void {
     if (this.carry !== undefined && !this.carry.equals(ZERO_BLOCK.subarray(0, this.carry.length)))
-      await this.writeAll(this.carry, this.position - this.carry.length);
+      this.writeAll(this.carry, this.position - this.carry.length);
     this.carry = undefined;
-    // Trailing holes exist only once the size is set.
-    await this.handle.truncate(size);
+    // Trailing holes exist only once the size is set (the file was created empty).
+    if (this.written !== size) ftruncateSync(this.fd, size);
   }
 
-  private async writeAll(data: Buffer, position: number): Promise<void> {
+  private writeAll(data: Buffer, position: number): void {
     let done = 0;
-    while (done < data.length) {
-      const { bytesWritten } = await this.handle.write(
-        data,
-        done,
-        data.length - done,
-        position + done,
-      );
-      done += bytesWritten;
-    }
+    while (done < data.length)
+      done += writeSync(this.fd, data, done, data.length - done, position + done);
+    this.written = position + data.length;
   }
 }
 
@@ -626,27 +625,6 @@ class Extractor {
     }
   }
 
-  /** createReplacing for an asynchronous create. */
-  private async createReplacingAsync<T>(
-    path: Buffer,
-    display: string,
-    kind: OverwriteKind,
-    what: string,
-    create: () => Promise<T>,
-  ): Promise<T> {
-    try {
-      return await create();
-    } catch (error) {
-      if (errnoOf(error) !== 'EEXIST') throw ioFailure(`creating ${what}`, display, error);
-    }
-    this.removeExisting(path, display, kind);
-    try {
-      return await create();
-    } catch (error) {
-      throw ioFailure(`creating ${what}`, display, error);
-    }
-  }
-
   private async extractFile(
     path: Buffer,
     entry: Entry,
@@ -656,13 +634,13 @@ class Extractor {
     const metadata = requireMetadata(entry);
     // A replaced file is unlinked, not truncated: other hardlinks to it in the target keep their
     // content, and none of its old xattrs or ACLs survive.
-    const handle = await this.createReplacingAsync(path, display, 'files', 'file', () =>
-      openFile(path, O_NEW_FILE, 0o600),
+    const fd = this.createReplacing(path, display, 'files', 'file', () =>
+      openSync(path, O_NEW_FILE, 0o600),
     );
     let complete = false;
     try {
-      this.applier.applyInitialFlags(handle.fd, metadata, display);
-      const writer = new SparseWriter(handle);
+      this.applier.applyInitialFlags(fd, metadata, display);
+      const writer = new SparseWriter(fd);
       for await (const piece of this.decoder.contents()) {
         this.checkAbort();
         if (writer.position + piece.byteLength > size)
@@ -677,7 +655,7 @@ class Extractor {
               },
             },
           );
-        await writer.write(piece);
+        writer.write(piece);
         this.stats.bytes += piece.byteLength;
         this.progress(display);
       }
@@ -689,14 +667,14 @@ class Extractor {
             details: { path: display, expected: size, actual: writer.position },
           },
         );
-      await writer.finish(size);
-      this.applier.apply({ path, fd: handle.fd, kind: 'file', display }, metadata);
+      writer.finish(size);
+      this.applier.apply({ path, fd, kind: 'file', display }, metadata);
       complete = true;
       this.stats.files++;
     } catch (error) {
       throw isBurrowError(error) ? error : ioFailure('writing', display, error);
     } finally {
-      await handle.close();
+      closeSync(fd);
       // A half-written file under the real name would pass for a restored one.
       if (!complete) unlinkQuietly(path);
     }

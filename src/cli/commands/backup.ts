@@ -259,7 +259,7 @@ export function registerBackupCommand(program: Command): void {
     )
     .option(
       '--chunk-size <KiB>',
-      'average chunk size of .pxar archives in KiB (64..4096, a power of two; default 4096)',
+      'average chunk size of .pxar archives in KiB (64..4096, a power of two; default 512, PBS: 4096)',
       parseChunkSizeKiB,
     )
     .addOption(

@@ -5,7 +5,9 @@
  * in which case nothing else is printed there.
  */
 import type { Command } from 'commander';
+import { workerChunkDecoder } from '../../client/chunk-reader.js';
 import { restoreArchive } from '../../client/restore.js';
+import { ChunkWorkerPool } from '../../client/worker-pool.js';
 import type { OverwriteKind } from '../../pxar/extractor.js';
 import { formatSnapshot } from '../../types/backup.js';
 import { createActivityDisplay, formatDuration, formatRate } from '../activity-display.js';
@@ -83,11 +85,14 @@ async function restoreCommand(
     display.line(`${name} received: stopping the restore (again to quit at once)`),
   );
   let stats;
+  // Chunks are checked and decoded on worker threads, beside the main thread's file writes.
+  const pool = ChunkWorkerPool.create();
   try {
     const reader = await repo.openReader(dir);
     try {
       stats = await restoreArchive({
         reader,
+        decodeChunk: workerChunkDecoder(pool),
         signal: interrupts.signal,
         ...(crypt === undefined ? {} : { crypt }),
         archiveName,
@@ -127,6 +132,7 @@ async function restoreCommand(
   } finally {
     display.stop();
     interrupts.dispose();
+    await pool.close();
   }
   // Standard output carries the data itself; a summary there would corrupt it.
   if (target === '-') return;
