@@ -1,13 +1,12 @@
-import { createHash } from 'node:crypto';
 import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import * as https from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
-import * as tls from 'node:tls';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { BurrowDirs } from '../lib/dirs.js';
 import { TaskManager } from '../tasks/index.js';
+import { peerFingerprint } from '../../test/helpers/daemon.js';
 import { codeOf } from '../../test/helpers/error-code.js';
 import type { ServerParts, ServerPartsDeps } from './build-server.js';
 import {
@@ -19,24 +18,6 @@ import { createLogger } from './logger.js';
 import { parseListenAddress, runServer, startServer, type RunningServer } from './run-server.js';
 
 const quietLog = (): ReturnType<typeof createLogger> => createLogger({ level: 'silent' });
-
-function peerFingerprint(host: string, port: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const socket = tls.connect({ host, port, rejectUnauthorized: false }, () => {
-      const raw = socket.getPeerX509Certificate()?.raw;
-      socket.destroy();
-      if (raw === undefined) reject(new Error('no certificate'));
-      else
-        resolve(
-          createHash('sha256')
-            .update(raw)
-            .digest('hex')
-            .replace(/(..)(?!$)/g, '$1:'),
-        );
-    });
-    socket.on('error', reject);
-  });
-}
 
 function get(host: string, port: number, ca: string): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
@@ -115,7 +96,7 @@ describe('startServer / runServer', () => {
 
     const { certPath, keyPath } = serverCertificatePaths(dirs);
     expect((await stat(keyPath)).mode & 0o777).toBe(0o600);
-    expect(await peerFingerprint('127.0.0.1', server.address.port)).toBe(server.fingerprint);
+    expect(await peerFingerprint(server.address.port, '127.0.0.1')).toBe(server.fingerprint);
     const { readFile } = await import('node:fs/promises');
     const reply = await get('127.0.0.1', server.address.port, await readFile(certPath, 'utf8'));
     expect(reply).toEqual({ status: 200, body: 'parts answer /api2/json/version' });
@@ -133,7 +114,7 @@ describe('startServer / runServer', () => {
     expect(await server.reloadCertificate()).toBe(next.fingerprint);
     expect(server.fingerprint).toBe(next.fingerprint);
     expect(next.fingerprint).not.toBe(before);
-    expect(await peerFingerprint('127.0.0.1', server.address.port)).toBe(next.fingerprint);
+    expect(await peerFingerprint(server.address.port, '127.0.0.1')).toBe(next.fingerprint);
   });
 
   it('uses named certificate files and creates none', async () => {
@@ -151,7 +132,7 @@ describe('startServer / runServer', () => {
     });
     running.push(server);
     expect(server.fingerprint).toBe(named.fingerprint);
-    expect(await peerFingerprint('127.0.0.1', server.address.port)).toBe(named.fingerprint);
+    expect(await peerFingerprint(server.address.port, '127.0.0.1')).toBe(named.fingerprint);
     await expect(stat(serverCertificatePaths(dirs).certPath)).rejects.toThrow(/ENOENT/);
   });
 
@@ -160,7 +141,7 @@ describe('startServer / runServer', () => {
     running.push(server);
     expect(server.address.host).toBe('::1');
     expect(server.url).toBe(`https://[::1]:${server.address.port}`);
-    expect(await peerFingerprint('::1', server.address.port)).toBe(server.fingerprint);
+    expect(await peerFingerprint(server.address.port, '::1')).toBe(server.fingerprint);
   });
 
   it('runServer prints the address, reloads on SIGHUP and stops on SIGTERM', async () => {
@@ -191,14 +172,14 @@ describe('startServer / runServer', () => {
       );
     expect(match).not.toBeNull();
     const port = Number(match?.[1]);
-    expect(await peerFingerprint('127.0.0.1', port)).toBe(match?.[2]);
+    expect(await peerFingerprint(port, '127.0.0.1')).toBe(match?.[2]);
     expect(process.listenerCount('SIGTERM')).toBe(listenersBefore + 1);
 
     const next = await generateSelfSignedCertificate({ hostname: 'hup' });
     await writeCertificateFiles(serverCertificatePaths(dirs), next, { replace: true });
     process.emit('SIGHUP', 'SIGHUP');
     const hupUntil = Date.now() + 5000;
-    while ((await peerFingerprint('127.0.0.1', port)) !== next.fingerprint) {
+    while ((await peerFingerprint(port, '127.0.0.1')) !== next.fingerprint) {
       if (Date.now() > hupUntil) throw new Error('certificate not reloaded');
       await new Promise((r) => setTimeout(r, 20));
     }
@@ -207,6 +188,6 @@ describe('startServer / runServer', () => {
     process.emit('SIGTERM', 'SIGTERM');
     await run;
     expect(process.listenerCount('SIGTERM')).toBe(listenersBefore);
-    await expect(peerFingerprint('127.0.0.1', port)).rejects.toThrow(/ECONNREFUSED/);
+    await expect(peerFingerprint(port, '127.0.0.1')).rejects.toThrow(/ECONNREFUSED/);
   });
 });

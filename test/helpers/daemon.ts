@@ -63,9 +63,9 @@ export function stopDaemons(): void {
 }
 
 /** The SHA-256 fingerprint of the certificate a TLS server presents, as colon hex. */
-export function peerFingerprint(port: number): Promise<string> {
+export function peerFingerprint(port: number, host = '127.0.0.1'): Promise<string> {
   return new Promise((resolve, reject) => {
-    const socket = tls.connect({ host: '127.0.0.1', port, rejectUnauthorized: false }, () => {
+    const socket = tls.connect({ host, port, rejectUnauthorized: false }, () => {
       const raw = socket.getPeerX509Certificate()?.raw;
       socket.destroy();
       if (raw === undefined) reject(new Error('no certificate'));
