@@ -18,7 +18,8 @@
  * (Burrow: zstd 1; restic: auto; borg: lz4), single process.
  *
  * With `--runs N` the whole sequence (fresh repositories, fresh dataset) runs N times and each
- * figure is the median. Wall times depend on what else the machine does: the load average is
+ * figure is the median; the order in which the tools take their turn rotates from run to run,
+ * and every timed step starts after a `sync`. Wall times depend on what else the machine does: the load average is
  * printed before and after, and CPU seconds are the steadier comparison.
  */
 import { spawnSync } from 'node:child_process';
@@ -52,8 +53,13 @@ interface Step {
   repoBytes: number;
 }
 
-/** Runs a command under GNU time; returns wall seconds, CPU seconds and peak RSS. */
+/**
+ * Runs a command under GNU time; returns wall seconds, CPU seconds and peak RSS. The page cache
+ * is flushed first (sync), so no step pays for the writeback of what ran before it (the dataset
+ * generation, another tool's repository or restore).
+ */
 function timed(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}): Omit<Step, 'repoBytes'> {
+  spawnSync('sync');
   const timeFile = join(work, 'time.txt');
   const run = spawnSync('/usr/bin/time', ['-o', timeFile, '-f', '%e %U %S %M', cmd, ...args], {
     env: { ...process.env, ...env },
@@ -212,8 +218,15 @@ function borgTool(): Tool {
 
 const STEPS = ['first backup', 'unchanged backup', 'after mutate', 'full restore'] as const;
 
-/** One full sequence for every tool on a fresh dataset; steps per tool name. */
-function runOnce(tools: Tool[]): Map<string, Step[]> {
+/**
+ * One full sequence for every tool on a fresh dataset; steps per tool name. `first` rotates the
+ * order in which the tools take each step, so over several runs none is always first or last.
+ */
+function runOnce(allTools: Tool[], first: number): Map<string, Step[]> {
+  const tools = [
+    ...allTools.slice(first % allTools.length),
+    ...allTools.slice(0, first % allTools.length),
+  ];
   rmSync(work, { recursive: true, force: true });
   mkdirSync(work, { recursive: true });
   sh('python3', [GEN, 'gen', '--scale', scale, data]);
@@ -265,7 +278,7 @@ function main(): void {
   console.log(`load average before: ${load()}`);
 
   const all: Map<string, Step[]>[] = [];
-  for (let r = 0; r < runs; r++) all.push(runOnce(tools));
+  for (let r = 0; r < runs; r++) all.push(runOnce(tools, r));
   const apparent = Number(
     spawnSync('du', ['-sb', '--apparent-size', data]).stdout.toString().split('\t')[0],
   );

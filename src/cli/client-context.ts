@@ -9,7 +9,7 @@ import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { PASSWORD_ENV } from '../client/remote/http-client.js';
+import { PASSWORD_ENV } from '../client/remote/env-names.js';
 import {
   DEFAULT_REMOTE_AUTHID,
   openRepository,

@@ -63,6 +63,8 @@ describe('option parsers', () => {
     expect(codeOf(() => integerOption('--n', 1)('0'))).toBe('INVALID_ARGUMENT');
     expect(codeOf(() => integerOption('--n')('1.5'))).toBe('INVALID_ARGUMENT');
     expect(codeOf(() => integerOption('--n')('-1'))).toBe('INVALID_ARGUMENT');
+    expect(integerOption('--n', 1, 19)('19')).toBe(19);
+    expect(() => integerOption('--n', 1, 19)('20')).toThrow(/from 1 to 19, got "20"/);
   });
 
   it('booleans', () => {

@@ -112,12 +112,18 @@ export function snapshotArgument(text: string, ns: string | undefined): BackupDi
 }
 
 /** A non-negative integer option (commander hands over text). */
-export function integerOption(name: string, min = 0): (value: string) => number {
+export function integerOption(
+  name: string,
+  min = 0,
+  max = Number.MAX_SAFE_INTEGER,
+): (value: string) => number {
   return (value: string) => {
-    if (!/^\d+$/.test(value) || !Number.isSafeInteger(Number(value)) || Number(value) < min) {
+    const n = Number(value);
+    if (!/^\d+$/.test(value) || !Number.isSafeInteger(n) || n < min || n > max) {
+      const range = max === Number.MAX_SAFE_INTEGER ? `≥ ${min}` : `from ${min} to ${max}`;
       throw new BurrowError(
         'INVALID_ARGUMENT',
-        `${name} must be an integer ≥ ${min}, got ${JSON.stringify(value)}`,
+        `${name} must be an integer ${range}, got ${JSON.stringify(value)}`,
       );
     }
     return Number(value);

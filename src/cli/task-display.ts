@@ -3,7 +3,8 @@
  * written (as PBS's CLI shows a worker's log), plus a progress bar when standard error is a
  * terminal. Piped output gets the plain lines only, so logs and scripts see no control codes.
  */
-import cliProgress from 'cli-progress';
+import type CliProgress from 'cli-progress';
+import { createRequire } from 'node:module';
 import type { TaskObserver } from '../client/repository.js';
 import type { TaskContext, TaskManager } from '../tasks/index.js';
 import { formatAuthid, type Authid } from '../types/auth.js';
@@ -28,6 +29,8 @@ export function createTaskDisplay(printer: Printer, tty = process.stderr.isTTY):
       stop: () => {},
     };
   }
+  // Loaded only for a terminal: 19 modules that piped and scripted runs never need.
+  const cliProgress = createRequire(import.meta.url)('cli-progress') as typeof CliProgress;
   const multi = new cliProgress.MultiBar(
     {
       stream: process.stderr,
@@ -38,7 +41,7 @@ export function createTaskDisplay(printer: Printer, tty = process.stderr.isTTY):
     },
     cliProgress.Presets.shades_classic,
   );
-  let bar: cliProgress.SingleBar | undefined;
+  let bar: CliProgress.SingleBar | undefined;
   let stopped = false;
   return {
     // While the bar shows, lines go through its buffer so they scroll above it instead of tearing

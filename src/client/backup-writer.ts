@@ -46,5 +46,10 @@ export interface BackupReader {
   download(fileName: string): Promise<Uint8Array>;
   /** The raw stored DataBlob of a chunk. */
   chunk(digest: Uint8Array): Promise<Uint8Array>;
+  /**
+   * Readers of a local datastore: the path of a chunk's file, after the checks chunk() makes, so
+   * a worker thread can read and decode it without the bytes passing through this thread.
+   */
+  chunkFile?(digest: Uint8Array): string;
   close(): Promise<void>;
 }

@@ -33,7 +33,12 @@ import { CATALOG_AVG_CHUNK_SIZE, chunkerParams } from '../chunker/buzhash.js';
 import type { CryptConfig } from '../crypto/crypt-config.js';
 import { CatalogWriter } from '../format/catalog.js';
 import { encodeBlob } from '../format/data-blob.js';
-import { MAX_ENCODED_CHUNK_SIZE } from '../format/magic.js';
+import {
+  CHUNK_ZSTD_LEVEL,
+  MAX_ENCODED_CHUNK_SIZE,
+  MAX_ZSTD_LEVEL,
+  MIN_ZSTD_LEVEL,
+} from '../format/magic.js';
 import type { BackupManifest, FileInfo } from '../format/manifest.js';
 import {
   CATALOG_NAME,
@@ -138,6 +143,8 @@ export interface BackupOptions {
   entriesMax?: number;
   /** Average chunk size in bytes for pxar streams (--chunk-size KiB * 1024). */
   chunkSize?: number;
+  /** zstd level for chunks and blobs (default CHUNK_ZSTD_LEVEL, 3; PBS's client uses 1). */
+  compressionLevel?: number;
   /** Read + chunk + hash everything, upload nothing, write no snapshot. */
   dryRun?: boolean;
   pool?: ChunkWorkerPool;
@@ -198,6 +205,8 @@ export async function runBackup(options: BackupOptions): Promise<BackupSummary> 
 interface Plan {
   mode: ChangeDetectionMode;
   avg: number;
+  /** zstd level of chunks and blobs. */
+  level: number;
   /** Key for chunk and blob encryption (encrypt mode only). */
   encryptWith: CryptConfig | undefined;
   /** Key for the manifest signature and the reuse check (encrypt and sign-only). */
@@ -241,7 +250,19 @@ function checkOptions(o: BackupOptions): Plan {
     }
   }
   const key = o.cryptMode === 'none' ? undefined : o.crypt;
-  return { mode, avg, key, encryptWith: o.cryptMode === 'encrypt' ? o.crypt : undefined };
+  const level = o.compressionLevel ?? CHUNK_ZSTD_LEVEL;
+  if (!Number.isSafeInteger(level) || level < MIN_ZSTD_LEVEL || level > MAX_ZSTD_LEVEL)
+    throw new BurrowError(
+      'INVALID_ARGUMENT',
+      `compression level must be an integer from ${MIN_ZSTD_LEVEL} to ${MAX_ZSTD_LEVEL}, got ${String(level)}`,
+    );
+  return {
+    mode,
+    avg,
+    level,
+    key,
+    encryptWith: o.cryptMode === 'encrypt' ? o.crypt : undefined,
+  };
 }
 
 function serverNames(archive: ArchiveSpec, mode: ChangeDetectionMode): string[] {
@@ -528,6 +549,7 @@ class Backup {
       kind,
       ...(this.#plan.encryptWith === undefined ? {} : { crypt: this.#plan.encryptWith }),
       compress: true,
+      level: this.#plan.level,
       known: this.#known,
       pool: this.#pool,
       onProgress: (p) => tracker.update(p),
@@ -886,6 +908,7 @@ class Backup {
     }
     const encoded = encodeBlob(data, {
       compress: true,
+      level: this.#plan.level,
       ...(this.#plan.encryptWith === undefined ? {} : { crypt: this.#plan.encryptWith }),
     });
     if (encoded.byteLength > MAX_UPLOAD_BLOB)

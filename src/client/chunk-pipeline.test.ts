@@ -250,6 +250,87 @@ describe('uploadChunks (dynamic)', () => {
     expect(writer.lateCalls).toBe(0);
   });
 
+  it('compresses on the workers at the level given', async () => {
+    const words = ['alpha', 'beta', 'gamma', 'delta', 'epsilon', 'zeta', 'eta', 'theta'];
+    const text = new TextEncoder().encode(
+      Array.from({ length: 60_000 }, (_, i) => words[(i * 7 + (i >> 3)) % words.length]).join(' '),
+    );
+    const chunks = [...splitIntoChunks([text], 64 * KiB)];
+    const uploaded = async (level: number | undefined): Promise<number> => {
+      const writer = new RecordingWriter();
+      const result = await uploadChunks(
+        chunks.map((c) => c.slice()),
+        options(writer, level === undefined ? {} : { level }),
+      );
+      for (const u of writer.uploads) {
+        expect(blobKindOf(u.encoded)).toBe('zstd');
+        const chunk = chunks.find((c) => toHex(sha256(c)) === u.digest)!;
+        expect(sameBytes(decodeBlob(u.encoded), chunk)).toBe(true);
+      }
+      return result.uploadedBytes;
+    };
+    const [byDefault, level1, level19] = [
+      await uploaded(undefined),
+      await uploaded(1),
+      await uploaded(19),
+    ];
+    expect(byDefault).toBe(level1);
+    expect(level19).toBeLessThan(level1);
+  });
+
+  it('encodes with the digest while chunks are new, and only after the decision while they are known', async () => {
+    const chunks = Array.from({ length: 40 }, (_, i) => pseudoRandom(8 * KiB, 900 + i));
+    const digestAndEncode = vi.spyOn(pool, 'digestAndEncode');
+    const submit = vi.spyOn(pool, 'submit');
+    const encodeOnly = vi.spyOn(pool, 'encodeOnly');
+    try {
+      // Nothing known (a first backup): one round trip per chunk.
+      const first = new RecordingWriter();
+      await uploadChunks(
+        chunks.map((c) => c.slice()),
+        options(first),
+      );
+      expect(digestAndEncode).toHaveBeenCalledTimes(chunks.length);
+      expect(submit).not.toHaveBeenCalled();
+      expect(first.uploads).toHaveLength(chunks.length);
+
+      // Everything known (an unchanged backup): digests only, nothing compressed.
+      digestAndEncode.mockClear();
+      const again = new RecordingWriter();
+      const known = new Set<string>();
+      for (const c of chunks) again.register(sha256(c), c.byteLength, known);
+      const result = await uploadChunks(
+        chunks.map((c) => c.slice()),
+        options(again, { known }),
+      );
+      expect(submit).toHaveBeenCalledTimes(chunks.length);
+      expect(digestAndEncode).not.toHaveBeenCalled();
+      expect(again.uploads).toHaveLength(0);
+      expect(result.reusedChunks).toBe(chunks.length);
+
+      // Known at first, then a run of new chunks: switches to one round trip after a few.
+      submit.mockClear();
+      const mixed = [
+        ...chunks,
+        ...Array.from({ length: 40 }, (_, i) => pseudoRandom(8 * KiB, 990 + i)),
+      ];
+      const third = new RecordingWriter();
+      for (const c of chunks) third.register(sha256(c), c.byteLength, new Set());
+      await uploadChunks(
+        mixed.map((c) => c.slice()),
+        options(third, { known: new Set(known), window: 1 }),
+      );
+      expect(third.uploads).toHaveLength(40);
+      expect(digestAndEncode.mock.calls.length).toBeGreaterThan(30);
+      expect(submit.mock.calls.length).toBeLessThan(50);
+      expect(encodeOnly).not.toHaveBeenCalled();
+    } finally {
+      digestAndEncode.mockRestore();
+      submit.mockRestore();
+      encodeOnly.mockRestore();
+    }
+  });
+
   it('matches the spec vector #3: 40 MiB, 4 MiB average, dynamic_close csum', async () => {
     // Input: SHA-256(u64 LE i) for i = 0, 1, ... concatenated, 40 MiB.
     const data = new Uint8Array(40 * MiB);
@@ -565,6 +646,10 @@ describe('uploadChunks: failures', () => {
     expect(await rejectionCodeOf(uploadChunks([], options(writer, { window: 0 })))).toBe(
       'INVALID_ARGUMENT',
     );
+    for (const level of [0, 20, 2.5])
+      expect(await rejectionCodeOf(uploadChunks([], options(writer, { level })))).toBe(
+        'INVALID_ARGUMENT',
+      );
     expect(writer.log).toEqual([]);
   });
 });
@@ -579,6 +664,7 @@ describe('uploadFixed (images)', () => {
     const image = [r1, zero(), zero(), r2, zero(), tail];
     const writer = new RecordingWriter();
     const submit = vi.spyOn(pool, 'submit');
+    const digestAndEncode = vi.spyOn(pool, 'digestAndEncode');
     const encodeOnly = vi.spyOn(pool, 'encodeOnly');
     const known = new Set<string>();
     const result = await uploadFixed(
@@ -586,9 +672,10 @@ describe('uploadFixed (images)', () => {
       { writer, wid: 7, known, pool },
     );
     // Only the three non-zero chunks went through the digest path; zeros were encoded once.
-    expect(submit).toHaveBeenCalledTimes(3);
+    expect(submit.mock.calls.length + digestAndEncode.mock.calls.length).toBe(3);
     expect(encodeOnly).toHaveBeenCalledTimes(1);
     submit.mockRestore();
+    digestAndEncode.mockRestore();
     encodeOnly.mockRestore();
 
     expect(writer.entries.map((e) => e.digest)).toEqual(image.map((c) => toHex(sha256(c))));

@@ -30,7 +30,12 @@
 import type { CryptConfig } from '../crypto/crypt-config.js';
 import { computeChunkDigest } from '../format/data-blob.js';
 import { IndexCsumBuilder } from '../format/index-common.js';
-import { FIXED_CHUNK_SIZE, MAX_CHUNK_SIZE } from '../format/magic.js';
+import {
+  FIXED_CHUNK_SIZE,
+  MAX_CHUNK_SIZE,
+  MAX_ZSTD_LEVEL,
+  MIN_ZSTD_LEVEL,
+} from '../format/magic.js';
 import { asBuffer, fromHex, toHex } from '../lib/bytes.js';
 import { BurrowError } from '../lib/errors.js';
 import type { BackupWriter, IndexKind } from './backup-writer.js';
@@ -61,8 +66,10 @@ export interface UploadOptions {
   kind: IndexKind;
   /** Encrypt mode: digests keyed with the id key, blobs encrypted. */
   crypt?: CryptConfig;
-  /** zstd level 1 when that is smaller (default true). */
+  /** zstd when that is smaller (default true). */
   compress?: boolean;
+  /** The zstd level when compressing (default BLOB_ZSTD_LEVEL, 1). */
+  level?: number;
   /**
    * Hex digests the server knows in this session (from downloadPrevious of the same archive, or
    * shared by all archives of the session): reused without upload. New uploads are added.
@@ -166,6 +173,15 @@ function checkOptions(o: UploadOptions): void {
   if (o.window !== undefined && (!Number.isSafeInteger(o.window) || o.window < 1)) {
     throw new BurrowError('INVALID_ARGUMENT', `window must be a positive integer, got ${o.window}`);
   }
+  if (
+    o.level !== undefined &&
+    (!Number.isSafeInteger(o.level) || o.level < MIN_ZSTD_LEVEL || o.level > MAX_ZSTD_LEVEL)
+  ) {
+    throw new BurrowError(
+      'INVALID_ARGUMENT',
+      `zstd level must be an integer from ${MIN_ZSTD_LEVEL} to ${MAX_ZSTD_LEVEL}, got ${o.level}`,
+    );
+  }
   if (!(o.known instanceof Set)) {
     throw new BurrowError('INVALID_ARGUMENT', 'known must be a Set of hex digests');
   }
@@ -212,6 +228,8 @@ class ChunkUpload {
     this.#window = options.window ?? options.pool.threads * 2 + 4;
     this.#compress = options.compress ?? true;
     this.#transfer = options.transferChunks ?? true;
+    // Nothing known yet (a first backup, a new archive): expect new chunks.
+    this.#newShare = options.known.size === 0 ? 1 : 0;
   }
 
   async run(chunks: AsyncIterable<Uint8Array> | Iterable<Uint8Array>): Promise<UploadResult> {
@@ -322,33 +340,61 @@ class ChunkUpload {
     }
   }
 
+  /**
+   * Whether the next chunk is digested and encoded in one go: while most recent chunks were new
+   * (a first backup), asking the worker for the digest, deciding and then asking for the blob
+   * costs a round trip through this thread per chunk, during which the worker idles whenever
+   * this thread is busy reading and chunking. While most were known (an unchanged backup), the
+   * two steps save compressing chunks that are then dropped.
+   */
+  #speculate(): boolean {
+    return this.#newShare >= 0.5;
+  }
+
+  /** Moving share of new chunks among the recent decisions (1: all new). */
+  #newShare: number;
+
+  #noteDecision(isNew: boolean): void {
+    this.#newShare = this.#newShare * 0.875 + (isNew ? 0.125 : 0);
+  }
+
   /** Digest, dedup decision, encode and upload of one chunk; resolves when it may be appended. */
   async #process(chunk: Uint8Array, size: number, zero: boolean): Promise<Outcome> {
     const o = this.#o;
     let job: ChunkJob | undefined;
+    const jobOptions = {
+      crypt: o.crypt,
+      compress: this.#compress,
+      ...(o.level === undefined ? {} : { level: o.level }),
+      transfer: this.#transfer,
+    };
     try {
       let digest: Uint8Array;
+      let encoded: Uint8Array | undefined;
       if (zero) {
         digest = zeroChunkDigest(o.crypt);
+      } else if (this.#speculate()) {
+        ({ digest, encoded } = await o.pool.digestAndEncode(chunk, jobOptions));
       } else {
-        job = o.pool.submit(chunk, {
-          crypt: o.crypt,
-          compress: this.#compress,
-          transfer: this.#transfer,
-        });
+        job = o.pool.submit(chunk, jobOptions);
         digest = await job.digest;
       }
       this.#checkNotFailed();
       const hex = toHex(digest);
-      if (o.known.has(hex)) return { digest, uploaded: false, encodedSize: 0 };
+      if (o.known.has(hex)) {
+        if (!zero) this.#noteDecision(false);
+        return { digest, uploaded: false, encodedSize: 0 };
+      }
       const running = this.#uploading.get(hex);
       if (running !== undefined) {
+        if (!zero) this.#noteDecision(false);
         await running;
         return { digest, uploaded: false, encodedSize: 0 };
       }
+      if (!zero) this.#noteDecision(true);
       const encodeJob = job;
       job = undefined;
-      const upload = this.#upload(encodeJob, chunk, digest, hex, size);
+      const upload = this.#upload(encoded ?? encodeJob, chunk, digest, hex, size);
       this.#uploading.set(hex, upload);
       const clear = (): void => void this.#uploading.delete(hex);
       upload.then(clear, clear);
@@ -358,8 +404,9 @@ class ChunkUpload {
     }
   }
 
+  /** Encodes (unless `source` is the blob already) and uploads a new chunk. */
   async #upload(
-    job: ChunkJob | undefined,
+    source: ChunkJob | Uint8Array | undefined,
     chunk: Uint8Array,
     digest: Uint8Array,
     hex: string,
@@ -367,13 +414,16 @@ class ChunkUpload {
   ): Promise<number> {
     const o = this.#o;
     const encoded =
-      job !== undefined
-        ? await job.encode()
-        : await o.pool.encodeOnly(chunk, {
-            crypt: o.crypt,
-            compress: this.#compress,
-            transfer: this.#transfer,
-          });
+      source instanceof Uint8Array
+        ? source
+        : source !== undefined
+          ? await source.encode()
+          : await o.pool.encodeOnly(chunk, {
+              crypt: o.crypt,
+              compress: this.#compress,
+              ...(o.level === undefined ? {} : { level: o.level }),
+              transfer: this.#transfer,
+            });
     this.#checkNotFailed();
     await o.writer.uploadChunk(o.wid, o.kind, digest, size, encoded);
     o.known.add(hex);

@@ -16,7 +16,8 @@ import {
 } from '../../test/helpers/snapshot-builder.js';
 import { rejectionCodeOf } from '../../test/helpers/error-code.js';
 import type { BackupReader } from './backup-writer.js';
-import { openArchiveReader } from './chunk-reader.js';
+import { openArchiveReader, workerChunkFileDecoder } from './chunk-reader.js';
+import { ChunkWorkerPool } from './worker-pool.js';
 
 const group = backupGroup(ROOT_NAMESPACE, 'host', 'reader');
 const PLAIN_TIME = 1_700_000_000;
@@ -133,6 +134,40 @@ describe('openArchiveReader on a dynamic index', () => {
         ),
         { numRuns: 60 },
       );
+    });
+  });
+
+  it('reads pieces that end at the end of their chunk, without copying', async () => {
+    await withReader(PLAIN_TIME, async (reader) => {
+      const archive = await openArchiveReader(reader, manifest, 'data.pxar.didx');
+      const ends = new Set(stream.chunks.map((c) => c.end));
+      await fc.assert(
+        fc.asyncProperty(
+          fc.integer({ min: 0, max: 699_999 }),
+          fc.integer({ min: 1, max: 300_000 }),
+          async (offset, maxLength) => {
+            const piece = await archive.readPiece(offset, maxLength);
+            expect(piece.byteLength).toBeGreaterThan(0);
+            expect(piece.byteLength).toBeLessThanOrEqual(maxLength);
+            const end = offset + piece.byteLength;
+            // Short of maxLength only at a chunk end (the archive's end is one).
+            if (piece.byteLength < maxLength) expect(ends.has(end)).toBe(true);
+            expect(Buffer.compare(piece, stream.bytes.subarray(offset, end))).toBe(0);
+          },
+        ),
+        { numRuns: 60 },
+      );
+      // Pieces one after another give the archive.
+      const pieces: Uint8Array[] = [];
+      for (let at = 0; at < archive.size;) {
+        const piece = await archive.readPiece(at, 1 << 20);
+        pieces.push(piece);
+        at += piece.byteLength;
+      }
+      expect(pieces).toHaveLength(stream.chunks.length);
+      expect(Buffer.compare(Buffer.concat(pieces), stream.bytes)).toBe(0);
+      expect((await archive.readPiece(700_000, 10)).byteLength).toBe(0);
+      expect((await archive.readPiece(5, 0)).byteLength).toBe(0);
     });
   });
 
@@ -368,6 +403,76 @@ describe('checks against the manifest and the digests', () => {
       expect(err.code).toBe('NOT_FOUND');
       expect(err.details['offset']).toBe(s.chunks[2]!.start);
       expect(err.message).toContain('gone.pxar.didx');
+    });
+  });
+});
+
+describe('chunk files read and decoded on worker threads (decodeFile)', () => {
+  let pool: ChunkWorkerPool;
+  beforeAll(() => {
+    pool = ChunkWorkerPool.create(2);
+  });
+  afterAll(async () => {
+    await pool.close();
+  });
+
+  it('gives the same bytes without fetching chunks through this thread', async () => {
+    await withReader(PLAIN_TIME, async (inner) => {
+      const files: string[] = [];
+      const reader = {
+        ...countingReader(inner),
+        chunkFile: (digest: Uint8Array): string => {
+          const path = inner.chunkFile!(digest);
+          files.push(path);
+          return path;
+        },
+      };
+      const archive = await openArchiveReader(reader, manifest, 'data.pxar.didx', undefined, {
+        decodeFile: workerChunkFileDecoder(pool),
+      });
+      expect(Buffer.compare(await collect(archive.stream()), stream.bytes)).toBe(0);
+      expect(reader.chunkFetches).toEqual([]);
+      expect(files).toHaveLength(stream.chunks.length);
+      // A reader that cannot name files (a remote one) is read as before.
+      const remoteLike = countingReader(inner);
+      const plain = await openArchiveReader(remoteLike, manifest, 'data.pxar.didx', undefined, {
+        decodeFile: workerChunkFileDecoder(pool),
+      });
+      expect(Buffer.compare(await collect(plain.stream()), stream.bytes)).toBe(0);
+      expect(remoteLike.chunkFetches).toHaveLength(stream.chunks.length);
+    });
+  });
+
+  it('decrypts with the key', async () => {
+    await withReader(CRYPT_TIME, async (reader) => {
+      const archive = await openArchiveReader(reader, cryptManifest, 'data.pxar.didx', key, {
+        decodeFile: workerChunkFileDecoder(pool),
+      });
+      expect(Buffer.compare(await collect(archive.stream()), cryptStream.bytes)).toBe(0);
+    });
+  });
+
+  it('names snapshot, archive and offset for a damaged or missing chunk file', async () => {
+    const b = await SnapshotBuilder.start(fixture.store, backupDir(group, PLAIN_TIME + 5));
+    const s = await b.addStream('w.pxar.didx', randomBytes(400_000), 64 * 1024);
+    const m = await b.finish();
+    const damaged = s.chunks[2]!;
+    const raw = new Uint8Array(readFileSync(chunkFile(damaged.digest)));
+    raw[raw.byteLength - 1]! ^= 0x40;
+    writeFileSync(chunkFile(damaged.digest), raw);
+    const missing = s.chunks[4]!;
+    unlinkSync(chunkFile(missing.digest));
+    await withReader(PLAIN_TIME + 5, async (reader) => {
+      const archive = await openArchiveReader(reader, m, 'w.pxar.didx', undefined, {
+        decodeFile: workerChunkFileDecoder(pool),
+      });
+      const bad = await failure(archive.readAt(damaged.start, 1));
+      expect(bad.code).toBe('DIGEST_MISMATCH');
+      expect(bad.message).toContain('w.pxar.didx');
+      expect(bad.details['offset']).toBe(damaged.start);
+      const gone = await failure(archive.readAt(missing.start, 1));
+      expect(gone.code).toBe('NOT_FOUND');
+      expect(gone.details['offset']).toBe(missing.start);
     });
   });
 });

@@ -73,6 +73,28 @@ export function workerChunkDecoder(pool: ChunkWorkerPool): ChunkDecoder {
     );
 }
 
+/**
+ * ChunkDecoder's work on a chunk file it reads itself (BackupReader.chunkFile), with the read
+ * errors of ChunkStore.loadChunk.
+ */
+export type ChunkFileDecoder = (
+  path: string,
+  options: Parameters<ChunkDecoder>[1],
+) => Promise<Uint8Array>;
+
+/**
+ * A ChunkFileDecoder that reads and decodes on `pool`'s worker threads: on a local datastore the
+ * main thread then neither reads chunk files nor allocates their bytes.
+ */
+export function workerChunkFileDecoder(pool: ChunkWorkerPool): ChunkFileDecoder {
+  return (path, options) =>
+    pool.decodeFile(path, {
+      crypt: options.crypt,
+      expectedDigest: options.expectedDigest,
+      expectedSize: options.expectedSize,
+    });
+}
+
 export interface ArchiveReaderOptions {
   /** Bytes of decoded chunks the random-access cache may hold (default 32 MiB). */
   cacheBytes?: number;
@@ -80,6 +102,8 @@ export interface ArchiveReaderOptions {
   prefetch?: number;
   /** How chunks are decoded (default decodeChunkHere). */
   decode?: ChunkDecoder;
+  /** Used instead of reader.chunk() and `decode` when the reader names chunk files (local). */
+  decodeFile?: ChunkFileDecoder;
 }
 
 /** One chunk of the index: where it lies in the archive and what it must hash to. */
@@ -127,6 +151,8 @@ export interface ArchiveReader extends RandomAccess {
    * view of a cached chunk: do not modify it.
    */
   readAt(offset: number, length: number): Promise<Uint8Array>;
+  /** Up to `maxLength` bytes from `offset`, ending at the end of the chunk holding `offset`. */
+  readPiece(offset: number, maxLength: number): Promise<Uint8Array>;
   /** The archive bytes in order, one decoded chunk (or part of one, at the range edges) at a time. */
   stream(options?: Omit<ChunkIterationOptions, 'skipZero'>): AsyncIterable<Uint8Array>;
   /** The chunks covering a range in order, with a window of fetches ahead of the consumer. */
@@ -340,6 +366,7 @@ class ChunkedArchiveReader implements ArchiveReader {
   readonly #cache: ChunkCache;
   readonly #prefetch: number;
   readonly #decode: ChunkDecoder;
+  readonly #decodeFile: ChunkFileDecoder | undefined;
   readonly #zeroDigests = new Map<number, string>();
   /** Last chunk a readAt touched, to notice forward walks. */
   #lastPosition = -1;
@@ -366,6 +393,7 @@ class ChunkedArchiveReader implements ArchiveReader {
     this.#cache = new ChunkCache(options.cacheBytes ?? DEFAULT_CACHE_BYTES);
     this.#prefetch = options.prefetch ?? DEFAULT_PREFETCH;
     this.#decode = options.decode ?? decodeChunkHere;
+    this.#decodeFile = reader.chunkFile !== undefined ? options.decodeFile : undefined;
   }
 
   chunk(position: number): ArchiveChunk {
@@ -392,18 +420,15 @@ class ChunkedArchiveReader implements ArchiveReader {
       offset: chunk.start,
       extra: { chunk: chunk.position, digest: hex, chunkEnd: chunk.end },
     };
-    let raw: Uint8Array;
+    const check = {
+      ...(this.#crypt !== undefined ? { crypt: this.#crypt } : {}),
+      expectedDigest: chunk.digest,
+      expectedSize: chunk.end - chunk.start,
+    };
     try {
-      raw = await this.#reader.chunk(chunk.digest);
-    } catch (error) {
-      throw archiveError(error, this.snapshot, this.archiveName, context);
-    }
-    try {
-      return await this.#decode(raw, {
-        ...(this.#crypt !== undefined ? { crypt: this.#crypt } : {}),
-        expectedDigest: chunk.digest,
-        expectedSize: chunk.end - chunk.start,
-      });
+      if (this.#decodeFile !== undefined)
+        return await this.#decodeFile(this.#reader.chunkFile!(chunk.digest), check);
+      return await this.#decode(await this.#reader.chunk(chunk.digest), check);
     } catch (error) {
       throw archiveError(error, this.snapshot, this.archiveName, context);
     }
@@ -423,6 +448,18 @@ class ChunkedArchiveReader implements ArchiveReader {
 
   readChunk(position: number): Promise<Uint8Array> {
     return this.#cached(position);
+  }
+
+  async readPiece(offset: number, maxLength: number): Promise<Uint8Array> {
+    checkCount('read offset', offset);
+    checkCount('read length', maxLength);
+    if (maxLength === 0 || offset >= this.size) return EMPTY;
+    const position = this.#index.positionOf(offset);
+    const range = this.#index.range(position);
+    const data = this.#cached(position);
+    this.#readAhead(position, position);
+    const end = Math.min(range.end, offset + maxLength);
+    return (await data).subarray(offset - range.start, end - range.start);
   }
 
   async readAt(offset: number, length: number): Promise<Uint8Array> {

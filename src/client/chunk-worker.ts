@@ -15,6 +15,7 @@
 import { parentPort } from 'node:worker_threads';
 import { CryptConfig } from '../crypto/crypt-config.js';
 import { computeChunkDigest, decodeBlob, encodeBlob } from '../format/data-blob.js';
+import { readChunkFileSync } from '../datastore/chunk-file.js';
 import { BurrowError, isBurrowError } from '../lib/errors.js';
 
 /**
@@ -30,6 +31,11 @@ export interface ArenaRef {
   length: number;
 }
 
+/** A stored chunk the worker reads itself (decode jobs on a local datastore). */
+export interface ChunkFileRef {
+  chunkFile: string;
+}
+
 export type ToWorker =
   | { type: 'key'; keyId: number; key: Uint8Array }
   | { type: 'arena'; arenaId: number; memory: SharedArrayBuffer }
@@ -37,10 +43,11 @@ export type ToWorker =
       type: 'job';
       id: number;
       want: JobWant;
-      data: Uint8Array | ArenaRef;
+      data: Uint8Array | ArenaRef | ChunkFileRef;
       /** 0: unencrypted. */
       keyId: number;
-      compress: boolean;
+      /** zstd level; 0: not compressed. */
+      level: number;
       /** Decode jobs: what the decoded chunk must hash to and how long it must be. */
       expectedDigest?: Uint8Array;
       expectedSize?: number;
@@ -65,7 +72,7 @@ export type FromWorker =
 interface Held {
   data: Uint8Array;
   crypt: CryptConfig | undefined;
-  compress: boolean;
+  level: number;
 }
 
 const port = parentPort;
@@ -76,8 +83,9 @@ if (port === null) {
 const keys = new Map<number, CryptConfig>();
 const arenas = new Map<number, SharedArrayBuffer>();
 
-function dataOf(data: Uint8Array | ArenaRef): Uint8Array {
+function dataOf(data: Uint8Array | ArenaRef | ChunkFileRef): Uint8Array {
   if (data instanceof Uint8Array) return data;
+  if ('chunkFile' in data) return readChunkFileSync(data.chunkFile);
   const memory = arenas.get(data.arenaId);
   if (memory === undefined) {
     throw new BurrowError('INTERNAL', `chunk worker: arena ${data.arenaId} was never sent`);
@@ -118,7 +126,9 @@ function ownBytes(a: Uint8Array): Uint8Array {
 
 function postEncoded(id: number, job: Held, withDigest: boolean): void {
   const digest = withDigest ? computeChunkDigest(job.data, job.crypt) : undefined;
-  const encoded = ownBytes(encodeBlob(job.data, { compress: job.compress, crypt: job.crypt }));
+  const encoded = ownBytes(
+    encodeBlob(job.data, { compress: job.level > 0, level: job.level, crypt: job.crypt }),
+  );
   const message: FromWorker = { type: 'encoded', id, encoded };
   if (digest !== undefined) message.digest = digest;
   port!.postMessage(message, transferListOf(encoded));
@@ -164,7 +174,7 @@ function handle(message: ToWorker): void {
       const job: Held = {
         data: dataOf(message.data),
         crypt: cryptFor(message.keyId),
-        compress: message.compress,
+        level: message.level,
       };
       if (message.want === 'digest') {
         const digest = computeChunkDigest(job.data, job.crypt);

@@ -164,6 +164,10 @@ export class LocalBackupReader implements BackupReader {
     return this.session.chunk(digest);
   }
 
+  chunkFile(digest: Uint8Array): string {
+    return this.session.chunkFile(digest);
+  }
+
   close(): Promise<void> {
     return this.session.close();
   }

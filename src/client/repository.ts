@@ -29,8 +29,9 @@ import type {
 } from '../types/api.js';
 import type { BackupReader, BackupWriter } from './backup-writer.js';
 import { LocalRepository } from './local-repository.js';
-import { PbsHttpClient, type PbsConnectOptions } from './remote/http-client.js';
-import { ServerRepository } from './remote/server-repository.js';
+// The HTTP client and the server repository are loaded when a remote repository is opened:
+// local commands need neither (nor node:http2 and node:tls), and start faster without them.
+import type { PbsConnectOptions } from './remote/http-client.js';
 
 /** The environment variable PBS's client reads the repository from. */
 export const REPOSITORY_ENV = 'PBS_REPOSITORY';
@@ -251,6 +252,10 @@ export async function openRepository(
 ): Promise<Repository> {
   if (spec.kind === 'remote') {
     const authId = spec.authId ?? DEFAULT_REMOTE_AUTHID;
+    const [{ PbsHttpClient }, { ServerRepository }] = await Promise.all([
+      import('./remote/http-client.js'),
+      import('./remote/server-repository.js'),
+    ]);
     const client = await PbsHttpClient.connect({
       host: spec.host,
       ...(spec.port === undefined ? {} : { port: spec.port }),
@@ -260,7 +265,12 @@ export async function openRepository(
     return new ServerRepository(spec, spec.store, parseAuthid(authId), client);
   }
   const authId = options.authId ?? localAuthid();
-  const ctx = { dirs: options.dirs, ...(options.log === undefined ? {} : { log: options.log }) };
+  // The client process serves nobody else: chunk files are written with blocking calls.
+  const ctx = {
+    dirs: options.dirs,
+    blockingChunkWrites: true,
+    ...(options.log === undefined ? {} : { log: options.log }),
+  };
   const store =
     spec.kind === 'name'
       ? await DataStore.lookup(spec.store, ctx)

@@ -51,6 +51,7 @@ import {
   type ArchiveReader,
   type ArchiveReaderOptions,
   type ChunkDecoder,
+  type ChunkFileDecoder,
 } from './chunk-reader.js';
 
 export { snapshotCatalog, type SnapshotCatalog } from './snapshot-catalog.js';
@@ -220,6 +221,8 @@ export interface RestoreOptions {
   stdout?: OutputStream;
   /** How chunks are decoded, e.g. on worker threads (default: on this thread). */
   decodeChunk?: ChunkDecoder;
+  /** How chunk files are read and decoded when the reader names them (a local datastore). */
+  decodeChunkFile?: ChunkFileDecoder;
   signal?: AbortSignal;
   onProgress?: (p: RestoreProgress) => void;
   onWarning?: (message: string) => void;
@@ -401,7 +404,10 @@ async function writeSparse(file: TargetFile, data: Uint8Array, position: number)
 }
 
 function readerOptions(options: RestoreOptions): ArchiveReaderOptions {
-  return options.decodeChunk !== undefined ? { decode: options.decodeChunk } : {};
+  return {
+    ...(options.decodeChunk !== undefined ? { decode: options.decodeChunk } : {}),
+    ...(options.decodeChunkFile !== undefined ? { decodeFile: options.decodeChunkFile } : {}),
+  };
 }
 
 function checkAbort(signal: AbortSignal | undefined): void {
@@ -711,7 +717,7 @@ async function* counted(
 
 /** A RandomAccess that counts the bytes read through it. */
 function countedAccess(inner: RandomAccess, onBytes: (n: number) => void): RandomAccess {
-  return {
+  const counted: RandomAccess = {
     size: inner.size,
     async readAt(offset: number, length: number): Promise<Uint8Array> {
       const data = await inner.readAt(offset, length);
@@ -719,6 +725,14 @@ function countedAccess(inner: RandomAccess, onBytes: (n: number) => void): Rando
       return data;
     },
   };
+  const readPiece = inner.readPiece?.bind(inner);
+  if (readPiece !== undefined)
+    counted.readPiece = async (offset: number, maxLength: number): Promise<Uint8Array> => {
+      const data = await readPiece(offset, maxLength);
+      onBytes(data.byteLength);
+      return data;
+    };
+  return counted;
 }
 
 function warningText(w: ExtractWarning): string {

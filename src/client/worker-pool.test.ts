@@ -1,5 +1,8 @@
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
+import { mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -178,6 +181,37 @@ describe('ChunkWorkerPool', () => {
       await pool.decode(moved, { expectedDigest: digest, expectedSize: data.byteLength }, true),
     ).toEqual(data);
     expect(moved.byteLength).toBe(0);
+  });
+
+  it("reads chunk files itself for decodeFile jobs, with loadChunk's errors", async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'burrow-decode-file-'));
+    try {
+      const data = new Uint8Array(100_000).map((_, i) => i % 11);
+      const { digest, encoded } = await pool.process(data);
+      const path = join(dir, toHex(digest));
+      await writeFile(path, encoded);
+      const check = { expectedDigest: digest, expectedSize: data.byteLength };
+      expect(await pool.decodeFile(path, check)).toEqual(data);
+
+      const missing = join(dir, 'ab'.repeat(32));
+      const notFound = await pool.decodeFile(missing, check).catch((e: unknown) => e);
+      expect(notFound).toMatchObject({ code: 'NOT_FOUND' });
+      expect((notFound as Error).message).toBe(`chunk ${'ab'.repeat(32)} not found: ${missing}`);
+
+      const link = join(dir, 'cd'.repeat(32));
+      await symlink(path, link);
+      expect(await rejectionCodeOf(pool.decodeFile(link, check))).toBe('DATASTORE_INVALID');
+      expect(await rejectionCodeOf(pool.decodeFile(dir, check))).toBe('DATASTORE_INVALID');
+
+      // Damage is caught by the checks after the read, as for decode().
+      const plain = await pool.process(data, undefined, false);
+      const bad = plain.encoded.slice();
+      bad[bad.length - 1]! ^= 1;
+      await writeFile(path, bad);
+      expect(await rejectionCodeOf(pool.decodeFile(path, check))).toBe('DIGEST_MISMATCH');
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it('refuses bad thread counts', () => {

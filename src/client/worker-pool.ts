@@ -24,9 +24,16 @@ import { availableParallelism } from 'node:os';
 import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import type { CryptConfig } from '../crypto/crypt-config.js';
+import { BLOB_ZSTD_LEVEL } from '../format/magic.js';
 import type { ErrorCode } from '../lib/errors.js';
 import { BurrowError, ERROR_CODES } from '../lib/errors.js';
-import type { FromWorker, JobWant, ToWorker, WorkerErrorData } from './chunk-worker.js';
+import type {
+  ChunkFileRef,
+  FromWorker,
+  JobWant,
+  ToWorker,
+  WorkerErrorData,
+} from './chunk-worker.js';
 
 export const MAX_JOBS_PER_WORKER = 2;
 
@@ -111,8 +118,10 @@ export class ChunkArena {
 
 export interface JobOptions {
   crypt?: CryptConfig | undefined;
-  /** zstd level 1 when that is smaller (default true). */
+  /** zstd when that is smaller (default true). */
   compress?: boolean;
+  /** The zstd level when compressing (default BLOB_ZSTD_LEVEL). */
+  level?: number;
   /**
    * Move the chunk's memory to the worker when it owns its whole ArrayBuffer; the caller's array
    * is then detached (length 0); a chunk at the start of a ChunkArena slot is read in place and
@@ -160,8 +169,11 @@ interface Job {
   want: JobWant;
   /** Owned by the job (moved or copied at submit), sent with the job, then forgotten here. */
   data: Uint8Array | undefined;
+  /** Instead of data: the chunk file the worker reads. */
+  file?: ChunkFileRef;
   crypt: CryptConfig | undefined;
-  compress: boolean;
+  /** zstd level; 0: not compressed. */
+  level: number;
   /** The arena slot the data lies in (read in place by the worker). */
   slot: { arena: ChunkArena; index: number } | undefined;
   /** Decode jobs. */
@@ -292,13 +304,18 @@ export class ChunkWorkerPool {
   }
 
   /** Digest and encode in one go. */
-  async process(
+  process(
     data: Uint8Array,
     crypt?: CryptConfig,
     compress = true,
     transfer = false,
   ): Promise<ProcessedChunk> {
-    const job = this.#submit('both', data, { crypt, compress, transfer });
+    return this.digestAndEncode(data, { crypt, compress, transfer });
+  }
+
+  /** Digest and encode in one go, one message each way. */
+  async digestAndEncode(data: Uint8Array, options: JobOptions = {}): Promise<ProcessedChunk> {
+    const job = this.#submit('both', data, options);
     const encoded = await job.encoded.promise;
     return { digest: await job.digest.promise, encoded };
   }
@@ -309,6 +326,15 @@ export class ChunkWorkerPool {
    */
   decode(raw: Uint8Array, options: DecodeOptions, transfer = false): Promise<Uint8Array> {
     const job = this.#submit('decode', raw, { crypt: options.crypt, transfer }, options);
+    return job.encoded.promise;
+  }
+
+  /**
+   * decode() of the chunk file at `path`, which the worker reads itself: the calling thread
+   * neither reads the file nor moves its bytes. Read errors are ChunkStore.loadChunk's.
+   */
+  decodeFile(path: string, options: DecodeOptions): Promise<Uint8Array> {
+    const job = this.#submit('decode', { chunkFile: path }, { crypt: options.crypt }, options);
     return job.encoded.promise;
   }
 
@@ -349,19 +375,26 @@ export class ChunkWorkerPool {
     await Promise.all(workers.map((w) => w.worker.terminate()));
   }
 
-  #submit(want: JobWant, data: Uint8Array, options: JobOptions, check?: DecodeOptions): Job {
+  #submit(
+    want: JobWant,
+    source: Uint8Array | ChunkFileRef,
+    options: JobOptions,
+    check?: DecodeOptions,
+  ): Job {
     if (this.#closed) throw new BurrowError('INTERNAL', 'the chunk worker pool is closed');
-    const slot = options.transfer === true ? arenaSlot(data) : undefined;
+    const data = source instanceof Uint8Array ? source : undefined;
+    const slot = options.transfer === true && data !== undefined ? arenaSlot(data) : undefined;
     const job: Job = {
       id: this.#nextJobId++,
       want,
       // A copy now, not at dispatch: the caller may reuse its buffer as soon as we return.
       data:
-        slot !== undefined || (options.transfer === true && ownsBuffer(data))
+        data === undefined || slot !== undefined || (options.transfer === true && ownsBuffer(data))
           ? data
           : ownedCopy(data),
+      ...(source instanceof Uint8Array ? {} : { file: source }),
       crypt: options.crypt,
-      compress: options.compress ?? true,
+      level: options.compress === false ? 0 : (options.level ?? BLOB_ZSTD_LEVEL),
       slot,
       ...(check === undefined
         ? {}
@@ -564,7 +597,7 @@ export class ChunkWorkerPool {
       }
       if (best === undefined) return;
       const job = this.#queue.shift()!;
-      const data = job.data!;
+      const data = job.data;
       job.worker = best;
       job.state = job.want === 'digest' ? 'digesting' : 'encoding';
       if (best.jobs.size === 0) best.worker.ref();
@@ -579,17 +612,19 @@ export class ChunkWorkerPool {
         id: job.id,
         want: job.want,
         data:
-          slot === undefined
-            ? data
-            : { arenaId: slot.arena.id, offset: data.byteOffset, length: data.byteLength },
+          data === undefined
+            ? job.file!
+            : slot === undefined
+              ? data
+              : { arenaId: slot.arena.id, offset: data.byteOffset, length: data.byteLength },
         keyId: this.#keyIdFor(best, job.crypt),
-        compress: job.compress,
+        level: job.level,
         ...(job.expectedDigest === undefined
           ? {}
           : { expectedDigest: job.expectedDigest, expectedSize: job.expectedSize! }),
       };
       job.data = undefined;
-      if (slot !== undefined) {
+      if (data === undefined || slot !== undefined) {
         this.#post(best, message);
         continue;
       }

@@ -523,7 +523,7 @@ describe('insertChunk (§2.3)', () => {
       const { createHash } = await import('node:crypto');
       const { ChunkStore } = await import(${JSON.stringify(join(ROOT, 'src/datastore/chunk-store.ts'))});
       const { encodeBlob } = await import(${JSON.stringify(join(ROOT, 'src/format/data-blob.ts'))});
-      const store = await ChunkStore.open(process.env.CS_BASE, { syncLevel: 'none' });
+      const store = await ChunkStore.open(process.env.CS_BASE, { syncLevel: 'none', blockingWrites: process.env.CS_BLOCKING === '1' });
       const dataOf = (i) => new Uint8Array(Buffer.concat(Array.from({ length: 64 }, () => createHash('sha256').update('c' + i).digest())));
       const results = await Promise.all(Array.from({ length: ${count} }, (_, i) => {
         const data = dataOf(i);
@@ -531,12 +531,16 @@ describe('insertChunk (§2.3)', () => {
       }));
       console.log(JSON.stringify(results.map((r) => r.duplicate)));
     `;
-    const run = () =>
+    const run = (blocking: boolean) =>
       new Promise<boolean[]>((resolve, reject) => {
         const child = spawn(
           process.execPath,
           ['--import', 'tsx', '--input-type=module', '--eval', script],
-          { cwd: ROOT, env: { ...process.env, CS_BASE: base }, stdio: ['ignore', 'pipe', 'pipe'] },
+          {
+            cwd: ROOT,
+            env: { ...process.env, CS_BASE: base, CS_BLOCKING: blocking ? '1' : '0' },
+            stdio: ['ignore', 'pipe', 'pipe'],
+          },
         );
         let out = '';
         let err = '';
@@ -549,7 +553,8 @@ describe('insertChunk (§2.3)', () => {
             : reject(new Error(`child failed: ${err}`)),
         );
       });
-    const [a, b] = await Promise.all([run(), run()]);
+    // One process writes through the thread pool, the other with blocking calls (a client).
+    const [a, b] = await Promise.all([run(false), run(true)]);
     expect(a).toHaveLength(count);
     expect(b).toHaveLength(count);
     for (let i = 0; i < count; i++) {
@@ -562,6 +567,78 @@ describe('insertChunk (§2.3)', () => {
       expect(await tempFilesIn(join(store.chunkPath(digest), '..'))).toEqual([]);
     }
   }, 60_000);
+});
+
+describe('insertChunk with blockingWrites (the client)', () => {
+  let blocking: ChunkStore;
+  beforeAll(async () => {
+    blocking = await ChunkStore.open(base, { syncLevel: 'none', blockingWrites: true });
+  });
+
+  it('writes a new chunk atomically with mode 0644 and no temp file left', async () => {
+    const digest = newDigest();
+    const blob = blobOf('zstd', 3000);
+    expect(await blocking.insertChunk(blob, digest)).toEqual({
+      duplicate: false,
+      encodedSize: blob.byteLength,
+    });
+    const path = blocking.chunkPath(digest);
+    expect(new Uint8Array(await readFile(path))).toEqual(blob);
+    expect(mode(await stat(path))).toBe(0o644);
+    expect(await tempFilesIn(join(path, '..'))).toEqual([]);
+  });
+
+  it('follows the same replacement rules: the smaller unencrypted chunk stays', async () => {
+    const small = blobOf('zstd', 10_000);
+    const big = blobOf('plain', 10_000);
+    const digest = newDigest();
+    await blocking.insertChunk(big, digest);
+    expect(await blocking.insertChunk(big, digest)).toEqual({
+      duplicate: true,
+      encodedSize: big.byteLength,
+    });
+    expect(await blocking.insertChunk(small, digest)).toEqual({
+      duplicate: false,
+      encodedSize: small.byteLength,
+    });
+    expect(new Uint8Array(await readFile(blocking.chunkPath(digest)))).toEqual(small);
+    expect(await tempFilesIn(join(blocking.chunkPath(digest), '..'))).toEqual([]);
+  });
+
+  it('refuses a symlink and reports a missing prefix directory as a damaged store', async () => {
+    const linkDigest = newDigest();
+    const target = join(tmp, 'blocking-symlink-target');
+    await writeFile(target, blobOf('plain', 10));
+    await symlink(target, blocking.chunkPath(linkDigest));
+    await expectCode(
+      blocking.insertChunk(blobOf('plain', 10), linkDigest),
+      'DATASTORE_INVALID',
+      /symbolic link/,
+    );
+    const digest = parseDigestHex('fffd' + '2'.repeat(60));
+    const dir = join(base, '.chunks', 'fffd');
+    await rmdir(dir);
+    try {
+      await expectCode(
+        blocking.insertChunk(blobOf('plain', 10), digest),
+        'DATASTORE_INVALID',
+        /prefix directory .*fffd/,
+      );
+    } finally {
+      await mkdir(dir, 0o750);
+      await chmod(dir, 0o750);
+    }
+  });
+
+  it('is safe under concurrent inserts of one digest', async () => {
+    const digest = newDigest();
+    const blob = blobOf('zstd', 50_000);
+    const results = await Promise.all(
+      Array.from({ length: 20 }, () => blocking.insertChunk(blob, digest)),
+    );
+    expect(results.filter((r) => !r.duplicate)).toHaveLength(1);
+    expect(new Uint8Array(await readFile(blocking.chunkPath(digest)))).toEqual(blob);
+  });
 });
 
 describe('loadChunk', () => {

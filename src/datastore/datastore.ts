@@ -111,6 +111,8 @@ export interface DataStoreContext {
   clock?: Clock;
   /** Info and warning lines (removals, a corrupt .gc-status, ...); default: dropped. */
   log?: (line: string) => void;
+  /** The chunk store writes chunk files with blocking calls (ChunkStoreOptions.blockingWrites). */
+  blockingChunkWrites?: boolean;
 }
 
 export interface DataStoreCreateOptions {
@@ -367,6 +369,7 @@ export class DataStore {
       syncLevel: tuning.syncLevel,
       clock: ctx.clock ?? systemClock,
       onWarning: log,
+      blockingWrites: ctx.blockingChunkWrites === true,
     });
     const gcStatus = await DataStore.#loadGcStatus(chunkStore.base, log);
     return new DataStore(name, chunkStore, tuning, config, ctx, gcStatus);

@@ -158,6 +158,14 @@ describe('the allowed-chunks rule (§6.2)', () => {
       // In the store, but referenced by nothing this session downloaded.
       await expectCode(reader.chunk(stranger.digest), 'CHUNK_NOT_ALLOWED');
       await expectCode(reader.chunk(new Uint8Array(31)), 'INVALID_DIGEST');
+      // chunkFile (a worker reads the file itself) follows the same rule.
+      expect(reader.chunkFile(snap.didx[0]!.digest)).toBe(
+        store.chunkStore.chunkPath(snap.didx[0]!.digest),
+      );
+      await expectCode(
+        Promise.resolve().then(() => reader.chunkFile(stranger.digest)),
+        'CHUNK_NOT_ALLOWED',
+      );
     } finally {
       await reader.close();
     }

@@ -328,6 +328,15 @@ export class ReaderSession {
 
   /** Raw stored chunk (DataBlob as on disk). Not allowed → CHUNK_NOT_ALLOWED. */
   async chunk(digest: Uint8Array): Promise<Uint8Array> {
+    this.chunkFile(digest);
+    return this.store.loadChunk(digest);
+  }
+
+  /**
+   * The path of an allowed chunk's file, with chunk()'s checks and log line, for a caller that
+   * reads it itself (a worker thread of the local client). Not allowed → CHUNK_NOT_ALLOWED.
+   */
+  chunkFile(digest: Uint8Array): string {
     this.#requireOpen();
     if (!(digest instanceof Uint8Array) || digest.byteLength !== DIGEST_SIZE) {
       throw new BurrowError('INVALID_DIGEST', 'a chunk digest must be 32 bytes');
@@ -338,9 +347,9 @@ export class ReaderSession {
         details: { digest: hex },
       });
     }
-    if (this.#debug)
-      this.#task?.log(`download chunk ${JSON.stringify(this.store.chunkStore.chunkPath(digest))}`);
-    return this.store.loadChunk(digest);
+    const path = this.store.chunkStore.chunkPath(digest);
+    if (this.#debug) this.#task?.log(`download chunk ${JSON.stringify(path)}`);
+    return path;
   }
 
   /** Release the snapshot lock and end the task (OK). Idempotent. */

@@ -282,6 +282,25 @@ describe('encoding rules', () => {
     }
   });
 
+  it('compresses at the level asked for; every level decodes to the same data', () => {
+    // Text with near repeats: higher levels find more of them.
+    const words = ['alpha', 'beta', 'gamma', 'delta', 'epsilon', 'zeta', 'eta', 'theta'];
+    const data = new TextEncoder().encode(
+      Array.from({ length: 20_000 }, (_, i) => words[(i * 7 + (i >> 3)) % words.length]).join(' '),
+    );
+    const sizes = [1, 3, 19].map((level) => {
+      for (const crypt of [undefined, KEY_ONES]) {
+        const blob = encodeBlob(data, { level, crypt });
+        expect(parseBlobHeader(blob).kind).toBe(crypt ? 'zstd-encrypted' : 'zstd');
+        expectBytes(decodeBlob(blob, { crypt }), data);
+      }
+      return encodeBlob(data, { level }).byteLength;
+    });
+    expect(sizes[0]).toBe(encodeBlob(data).byteLength); // the default is level 1
+    expect(sizes[1]).toBeLessThan(sizes[0]!);
+    expect(sizes[2]).toBeLessThan(sizes[1]!);
+  });
+
   it('never aliases the input', () => {
     const data = incompressible(100);
     const blob = encodeBlob(data, { compress: false });

@@ -22,6 +22,7 @@ import { GCM_IV_SIZE, GCM_TAG_SIZE } from '../crypto/crypt-config.js';
 import type { Digest } from '../types/digest.js';
 import {
   BLOB_HEADER_SIZE,
+  BLOB_ZSTD_LEVEL,
   COMPRESSED_BLOB_MAGIC,
   ENCR_COMPR_BLOB_MAGIC,
   ENCRYPTED_BLOB_HEADER_SIZE,
@@ -241,8 +242,13 @@ function frameScratchFor(size: number): Uint8Array {
 // Encoding
 
 export interface EncodeBlobOptions {
-  /** Try zstd level 1 and keep it when smaller (default true). */
+  /** Try zstd and keep it when smaller (default true). */
   compress?: boolean;
+  /**
+   * The zstd level (default BLOB_ZSTD_LEVEL, 1, the reference encoder's). Any level gives a frame
+   * every reader accepts (§3.4); the backup client compresses chunks harder (CHUNK_ZSTD_LEVEL).
+   */
+  level?: number;
   /** Encrypt with this key (AES-256-GCM). */
   crypt?: CryptConfig;
   /** Fixed IV for known-answer tests only; never reuse an IV with the same key in real data. */
@@ -256,7 +262,7 @@ function writeHeader(out: Uint8Array, kind: BlobKind, crc: number): void {
 
 /** Build a DataBlob from `data` (pbs-formats §3.4). The result never aliases `data`. */
 export function encodeBlob(data: Uint8Array, options: EncodeBlobOptions = {}): Uint8Array {
-  const { compress = true, crypt, iv } = options;
+  const { compress = true, crypt, iv, level = BLOB_ZSTD_LEVEL } = options;
   if (data.byteLength > MAX_BLOB_SIZE) {
     throw new BurrowError(
       'BLOB_TOO_LARGE',
@@ -272,7 +278,7 @@ export function encodeBlob(data: Uint8Array, options: EncodeBlobOptions = {}): U
       'an IV was given for a blob without an encryption key',
     );
   }
-  const frame = compress ? zstdCompressToScratch(data) : undefined;
+  const frame = compress ? zstdCompressToScratch(data, level) : undefined;
   const compressed = frame !== undefined && frame.byteLength < data.byteLength;
 
   if (crypt === undefined) {

@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { BurrowError, isBurrowError } from '../lib/errors.js';
 import { PxarAccessor } from './accessor.js';
 import { MAX_DIRECTORY_DEPTH, PxarDecoder } from './decoder.js';
-import { PXAR, type Entry } from './format.js';
+import { PXAR, type Entry, type RandomAccess } from './format.js';
 import { bytesRandomAccess } from './random-access.js';
 import {
   buildArchive,
@@ -277,6 +277,20 @@ describe('upstream PBS fixtures (pxar-format.md §11.1)', () => {
     },
   ];
 
+  /** A RandomAccess whose readPiece stops at multiples of `pieceSize`, as chunks would. */
+  const piecewise = (bytes: Uint8Array, pieceSize: number, size = bytes.length): RandomAccess => ({
+    size,
+    readAt: (offset, length) => bytesRandomAccess(bytes).readAt(offset, length),
+    readPiece: (offset, maxLength) => {
+      const end = Math.min(
+        bytes.length,
+        offset + maxLength,
+        (Math.floor(offset / pieceSize) + 1) * pieceSize,
+      );
+      return Promise.resolve(bytes.subarray(Math.min(offset, end), end));
+    },
+  });
+
   for (const c of cases) {
     it(`${c.file}: 111 entries with the documented metadata and contents`, async () => {
       const archive = fixture(c.file);
@@ -316,6 +330,18 @@ describe('upstream PBS fixtures (pxar-format.md §11.1)', () => {
         }
       }
       expect(k).toBe(100);
+
+      // A payload source that hands out pieces (chunks) of its own size gives the same contents.
+      const bytes = payloadStream(c.padding);
+      const pieces = await decodeAll(archive, { payload: piecewise(bytes, 100_000) });
+      expect([...pieces.contents.keys()]).toEqual([...decoded.contents.keys()]);
+      for (const [p, content] of pieces.contents) expect(zeros.equals(content), p).toBe(true);
+      const cut = await decodeError(archive, {
+        // The source claims its whole size but its data stops 1000 bytes early.
+        payload: piecewise(bytes.subarray(0, bytes.length - 1000), 100_000, bytes.length),
+        name: 'test.pxar',
+      });
+      expect(cut.code).toBe('PXAR_TRUNCATED');
 
       const walked = await walkAccessor(archive, { payload });
       expect(walked.version).toBe(2);

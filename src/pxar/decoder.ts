@@ -682,8 +682,12 @@ export async function* readPayloadRange(
   while (pos < end) {
     beforeRead?.();
     const want = Math.min(CONTENT_PIECE_SIZE, end - pos);
-    const piece = await payload.readAt(pos, want);
-    if (piece.length < want)
+    // Up to the end of the source's piece (a chunk): a view, no copy across chunks.
+    const piece =
+      payload.readPiece !== undefined
+        ? await payload.readPiece(pos, want)
+        : await payload.readAt(pos, want);
+    if (piece.length === 0 || (payload.readPiece === undefined && piece.length < want))
       throw pxarError(
         'PXAR_TRUNCATED',
         source,
@@ -695,7 +699,7 @@ export async function* readPayloadRange(
           expected: `${end - pos - piece.length} more bytes of file data`,
         },
       );
-    pos += want;
+    pos += piece.length;
     yield piece;
   }
 }

@@ -470,6 +470,9 @@ describe('extractArchive: file content', () => {
     data.write('abc', 1024 * 1024 + 5000);
     data[size - 1] = 1;
     const zeros = Buffer.alloc(1024 * 1024);
+    const pieces = Buffer.alloc(3 * 4096 + 77);
+    pieces.fill(9, 4040, 4060); // in the block the first three pieces share
+    pieces.fill(5, 3 * 4096); // the tail
     const bytes = await encode(async (e) => {
       // Odd piece sizes, so blocks straddle the pieces the decoder returns.
       await e.addFile(n('sparse'), md(0o100644), size, [
@@ -478,6 +481,14 @@ describe('extractArchive: file content', () => {
         data.subarray(1_500_001),
       ]);
       await e.addFile(n('zeros'), md(0o100644), zeros.length, [zeros]);
+      // Pieces ending anywhere (chunk ends): a carried partial block is completed by a piece
+      // too short to complete it, then by the next one.
+      await e.addFile(n('pieces'), md(0o100644), pieces.length, [
+        pieces.subarray(0, 4000),
+        pieces.subarray(4000, 4050),
+        pieces.subarray(4050, 9000),
+        pieces.subarray(9000),
+      ]);
       await e.addFile(n('tail-zeros'), md(0o100644), 5000, [
         Buffer.concat([Buffer.from('x'), Buffer.alloc(4999)]),
       ]);
@@ -485,6 +496,9 @@ describe('extractArchive: file content', () => {
     await restore(bytes);
     expect(readFileSync(join(target, 'sparse')).equals(data)).toBe(true);
     expect(readFileSync(join(target, 'zeros')).equals(zeros)).toBe(true);
+    expect(readFileSync(join(target, 'pieces')).equals(pieces)).toBe(true);
+    // Blocks 0 and 3 hold data; blocks 1 and 2 are holes.
+    expect(lstatSync(join(target, 'pieces')).blocks * 512).toBeLessThanOrEqual(2 * 4096);
     expect(
       readFileSync(join(target, 'tail-zeros')).equals(
         Buffer.concat([Buffer.from('x'), Buffer.alloc(4999)]),

@@ -206,17 +206,29 @@ class SparseWriter {
   write(piece: Uint8Array): void {
     let data = Buffer.from(piece.buffer, piece.byteOffset, piece.byteLength);
     let start = this.position;
-    if (this.carry !== undefined) {
-      start -= this.carry.length;
-      data = Buffer.concat([this.carry, data]);
-      this.carry = undefined;
-    }
     this.position += piece.byteLength;
+    if (this.carry !== undefined) {
+      // Complete the carried block from the front of this piece (pieces end anywhere, at chunk
+      // ends): copying 4 KiB, not the whole piece, keeps the rest block-aligned in place.
+      const carry = this.carry;
+      const need = BLOCK - carry.length;
+      if (data.length < need) {
+        this.carry = Buffer.concat([carry, data]);
+        return;
+      }
+      this.carry = undefined;
+      const blockStart = start - carry.length;
+      const block = Buffer.concat([carry, data.subarray(0, need)]);
+      if (!block.equals(ZERO_BLOCK)) this.writeAll(block, blockStart);
+      data = data.subarray(need);
+      start = blockStart + BLOCK;
+    }
     // `start` is block-aligned except for the first piece of a file not starting at 0 (never).
     const whole = data.length - (data.length % BLOCK);
     let runStart = -1;
     for (let at = 0; at < whole; at += BLOCK) {
-      const zero = data.subarray(at, at + BLOCK).equals(ZERO_BLOCK);
+      // compare() with ranges: no Buffer object per block (a 4 GiB file has a million blocks).
+      const zero = ZERO_BLOCK.compare(data, at, at + BLOCK) === 0;
       if (!zero && runStart < 0) runStart = at;
       if (zero && runStart >= 0) {
         this.writeAll(data.subarray(runStart, at), start + runStart);

@@ -313,6 +313,12 @@ export interface Entry {
 export interface RandomAccess {
   readonly size: number;
   readAt(offset: number, length: number): Promise<Uint8Array>;
+  /**
+   * Optional: between 1 and `maxLength` bytes from `offset` (fewer only where the source holds
+   * its data in pieces, such as chunks, or at the end), as a view that is not copied. Sequential
+   * readers take it over readAt to save a copy when a read would cross a piece boundary.
+   */
+  readPiece?(offset: number, maxLength: number): Promise<Uint8Array>;
 }
 
 /** Where encoders and catalog writers put bytes, in order. */

@@ -17,6 +17,7 @@ import {
 import type { BackupWriter } from '../../client/backup-writer.js';
 import { ChunkWorkerPool } from '../../client/chunk-pipeline.js';
 import { formatFingerprint } from '../../crypto/crypt-config.js';
+import { CHUNK_ZSTD_LEVEL, MAX_ZSTD_LEVEL, MIN_ZSTD_LEVEL } from '../../format/magic.js';
 import { BurrowError } from '../../lib/errors.js';
 import { BACKUP_TYPES, backupGroup, formatSnapshot, type BackupDir } from '../../types/backup.js';
 import { CRYPT_MODES } from '../../types/crypt-mode.js';
@@ -48,6 +49,7 @@ interface BackupCliOptions {
   allFileSystems?: boolean;
   entriesMax?: number;
   chunkSize?: number;
+  compressionLevel?: number;
   changeDetectionMode?: 'legacy' | 'data' | 'metadata';
   dryRun?: boolean;
 }
@@ -159,6 +161,9 @@ async function backupCommand(
       allFileSystems: options.allFileSystems === true,
       ...(options.entriesMax === undefined ? {} : { entriesMax: options.entriesMax }),
       ...(options.chunkSize === undefined ? {} : { chunkSize: options.chunkSize * 1024 }),
+      ...(options.compressionLevel === undefined
+        ? {}
+        : { compressionLevel: options.compressionLevel }),
       dryRun,
       pool,
       signal: interrupts.signal,
@@ -261,6 +266,11 @@ export function registerBackupCommand(program: Command): void {
       '--chunk-size <KiB>',
       'average chunk size of .pxar archives in KiB (64..4096, a power of two; default 512, PBS: 4096)',
       parseChunkSizeKiB,
+    )
+    .option(
+      '--compression-level <n>',
+      `zstd level of the stored chunks (${MIN_ZSTD_LEVEL}..${MAX_ZSTD_LEVEL}; default ${CHUNK_ZSTD_LEVEL}, PBS: 1)`,
+      integerOption('--compression-level', MIN_ZSTD_LEVEL, MAX_ZSTD_LEVEL),
     )
     .addOption(
       new Option(

@@ -5,7 +5,7 @@
  * in which case nothing else is printed there.
  */
 import type { Command } from 'commander';
-import { workerChunkDecoder } from '../../client/chunk-reader.js';
+import { workerChunkDecoder, workerChunkFileDecoder } from '../../client/chunk-reader.js';
 import { restoreArchive } from '../../client/restore.js';
 import { ChunkWorkerPool } from '../../client/worker-pool.js';
 import type { OverwriteKind } from '../../pxar/extractor.js';
@@ -93,6 +93,7 @@ async function restoreCommand(
       stats = await restoreArchive({
         reader,
         decodeChunk: workerChunkDecoder(pool),
+        decodeChunkFile: workerChunkFileDecoder(pool),
         signal: interrupts.signal,
         ...(crypt === undefined ? {} : { crypt }),
         archiveName,

@@ -23,6 +23,7 @@ import {
   type TrustDecision,
   type TrustPrompt,
 } from './fingerprint-trust.js';
+import { PASSWORD_ENV } from './env-names.js';
 import { H2Session, type H2SessionOptions } from './h2-session.js';
 import {
   connectionError,
@@ -34,8 +35,7 @@ import {
 
 export { DEFAULT_PBS_PORT } from './fingerprint-trust.js';
 
-/** The environment variable with the password or API token secret (PBS). */
-export const PASSWORD_ENV = 'PBS_PASSWORD';
+export { PASSWORD_ENV } from './env-names.js';
 
 export const CONNECT_TIMEOUT_MS = 10_000;
 /** Idle time after which a request (not an upgraded session) fails. */
