@@ -11,6 +11,9 @@
  *   (and uploaded) as soon as possible; only the appends wait for stream order. The first chunk to
  *   reach a digest uploads it; every other chunk with that digest, earlier or later in the stream,
  *   waits for that upload and is then appended as known, so each digest is uploaded once.
+ * - While most recent chunks were new (a first backup), a chunk is digested and encoded in one
+ *   worker job and the blob of a chunk found known is dropped; while most were known, the digest
+ *   comes first and only new chunks are encoded (#speculate).
  * - Memory is bounded by `window`: at most that many chunks between "pulled from the source" and
  *   "appended"; the source is not read further until the oldest chunk is appended.
  * - Appends are batched: a batch is sent once it holds 64 entries, and before close. PBS's client
