@@ -10,7 +10,6 @@ export {
   MAX_URI_QUERY_LENGTH,
   READER_PATH,
   READER_PROTOCOL_ID,
-  checkMaintenance,
   handleProtocolUpgrade,
   type ProtocolUpgradeOptions,
 } from './upgrade.js';

@@ -13,15 +13,14 @@ import type { TLSSocket } from 'node:tls';
 import { BackupSession } from '../../datastore/backup-session.js';
 import { DataStore } from '../../datastore/datastore.js';
 import { ReaderSession } from '../../datastore/reader-session.js';
-import { datastoreMaintenanceMode } from '../../format/datastore-config.js';
-import { BurrowError, isBurrowError } from '../../lib/errors.js';
+import { isBurrowError } from '../../lib/errors.js';
 import type { TaskContext, TaskManager } from '../../tasks/index.js';
 import type { Authid } from '../../types/auth.js';
 import { mayActAsOwner } from '../../types/auth.js';
 import type { BackupNamespace } from '../../types/backup.js';
 import { backupDir, backupGroup, parseNamespace } from '../../types/backup.js';
 import { parseQueryString, verifyParameters } from '../rest/parameters.js';
-import { aclPath } from '../rest/routes/datastore-common.js';
+import { aclPath, checkMaintenance } from '../rest/routes/datastore-common.js';
 import type { ServerDeps } from '../server-types.js';
 import { BACKUP_ENDPOINTS } from './backup-endpoints.js';
 import type { Endpoint, ServedConnection } from './http2-session.js';
@@ -118,34 +117,6 @@ function refuse(socket: TLSSocket, status: number, message: string): void {
 
 function switchResponse(protocol: string): string {
   return `HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: ${protocol}\r\n\r\n`;
-}
-
-/**
- * PBS's maintenance-mode check at datastore lookup: `delete` and `unmount` block everything,
- * `offline` (and `s3-refresh`) block reads and writes, `read-only` blocks writes.
- */
-export function checkMaintenance(store: DataStore, operation: 'read' | 'write'): void {
-  const mode = store.config === undefined ? undefined : datastoreMaintenanceMode(store.config);
-  if (mode === undefined) return;
-  const message = mode.message ?? '';
-  const refusal = (text: string): never => {
-    throw new BurrowError('INVALID_ARGUMENT', text, {
-      details: { store: store.name, maintenance: mode.type },
-    });
-  };
-  switch (mode.type) {
-    case 'delete':
-      return refusal('datastore is being deleted');
-    case 'unmount':
-      return refusal('datastore is being unmounted');
-    case 'offline':
-      return refusal(`offline maintenance mode: ${message}`);
-    case 's3-refresh':
-      return refusal(`S3 refresh maintenance mode: ${message}`);
-    case 'read-only':
-      if (operation === 'write') refusal(`read-only maintenance mode: ${message}`);
-      return;
-  }
 }
 
 /**

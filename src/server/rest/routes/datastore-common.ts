@@ -7,6 +7,7 @@
  */
 import { DataStore } from '../../../datastore/datastore.js';
 import { KEEP_OPTIONS, type KeepOptions } from '../../../datastore/prune.js';
+import { datastoreMaintenanceMode } from '../../../format/datastore-config.js';
 import { BurrowError } from '../../../lib/errors.js';
 import type { TaskContext } from '../../../tasks/index.js';
 import type { Authid } from '../../../types/auth.js';
@@ -218,9 +219,55 @@ export function checkBackupOwner(owner: Authid, caller: Authid): void {
   }
 }
 
-/** Open a configured datastore (NOT_FOUND for an unknown name). */
-export function openStore(deps: ServerDeps, name: string): Promise<DataStore> {
-  return DataStore.lookup(name, { dirs: deps.dirs, log: (line) => deps.log.info(line) });
+/**
+ * PBS's maintenance-mode check at datastore lookup: `delete` and `unmount` block everything,
+ * `offline` (and `s3-refresh`) block reads and writes, `read-only` blocks writes.
+ */
+export function checkMaintenance(store: DataStore, operation: 'read' | 'write'): void {
+  const mode = store.config === undefined ? undefined : datastoreMaintenanceMode(store.config);
+  if (mode === undefined) return;
+  const message = mode.message ?? '';
+  const refusal = (text: string): never => {
+    throw new BurrowError('INVALID_ARGUMENT', text, {
+      details: { store: store.name, maintenance: mode.type },
+    });
+  };
+  switch (mode.type) {
+    case 'delete':
+      return refusal('datastore is being deleted');
+    case 'unmount':
+      return refusal('datastore is being unmounted');
+    case 'offline':
+      return refusal(`offline maintenance mode: ${message}`);
+    case 's3-refresh':
+      return refusal(`S3 refresh maintenance mode: ${message}`);
+    case 'read-only':
+      if (operation === 'write') refusal(`read-only maintenance mode: ${message}`);
+      return;
+  }
+}
+
+/**
+ * What a route does with a datastore, for the maintenance-mode check at lookup (PBS's
+ * `Operation`): `lookup` (PBS's None) only reads the configuration and is never refused.
+ */
+export type DatastoreOperation = 'read' | 'write' | 'lookup';
+
+/**
+ * Open a configured datastore (NOT_FOUND for an unknown name) for `operation`: a read-only
+ * datastore refuses writes, an offline one refuses reads too (checkMaintenance).
+ */
+export async function openStore(
+  deps: ServerDeps,
+  name: string,
+  operation: DatastoreOperation,
+): Promise<DataStore> {
+  const store = await DataStore.lookup(name, {
+    dirs: deps.dirs,
+    log: (line) => deps.log.info(line),
+  });
+  if (operation !== 'lookup') checkMaintenance(store, operation);
+  return store;
 }
 
 /**
@@ -232,12 +279,11 @@ export async function checkPrivsAndOpenStore(
   ctx: RouteContext,
   store: string,
   ns: BackupNamespace,
-  full: readonly Privilege[],
-  partial: readonly Privilege[],
+  rule: OwnerRule,
   group: BackupGroup,
 ): Promise<DataStore> {
-  const limited = await checkNsPrivs(ctx, store, ns, full, partial);
-  const ds = await openStore(ctx.deps, store);
+  const limited = await checkNsPrivs(ctx, store, ns, rule.full, rule.partial);
+  const ds = await openStore(ctx.deps, store, rule.operation);
   if (limited) checkBackupOwner(await ds.getOwner(group), callerOf(ctx));
   return ds;
 }
@@ -250,12 +296,15 @@ export async function checkPrivsAndOpenStore(
 export interface OwnerRule {
   readonly full: readonly Privilege[];
   readonly partial: readonly Privilege[];
+  /** What the route does with the store (the maintenance-mode check). */
+  readonly operation: 'read' | 'write';
 }
 
 /** Removing or pruning: Datastore.Modify, or Datastore.Prune and owning the group. */
 export const MODIFY_OR_PRUNE_OWNER: OwnerRule = {
   full: ['Datastore.Modify'],
   partial: ['Datastore.Prune'],
+  operation: 'write',
 };
 
 /** The route's `permission` for an OwnerRule: checked by the handler, described for the docs. */
@@ -272,14 +321,7 @@ export async function openCheckedGroup(
   rule: OwnerRule,
 ): Promise<{ store: DataStore; group: BackupGroup }> {
   const group = groupParam(ctx);
-  const store = await checkPrivsAndOpenStore(
-    ctx,
-    stringParam(ctx, 'store'),
-    group.ns,
-    rule.full,
-    rule.partial,
-    group,
-  );
+  const store = await checkPrivsAndOpenStore(ctx, stringParam(ctx, 'store'), group.ns, rule, group);
   return { store, group };
 }
 
@@ -293,8 +335,7 @@ export async function openCheckedSnapshot(
     ctx,
     stringParam(ctx, 'store'),
     dir.group.ns,
-    rule.full,
-    rule.partial,
+    rule,
     dir.group,
   );
   return { store, dir };

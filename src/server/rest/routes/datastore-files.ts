@@ -56,7 +56,11 @@ const MAX_BLOB_FILE_SIZE = MAX_BLOB_SIZE + ENCRYPTED_BLOB_HEADER_SIZE;
 const SLASH = 0x2f;
 
 /** Reading a snapshot's files: Datastore.Read, or Datastore.Backup and owning the group. */
-const READ_OR_OWNER: OwnerRule = { full: ['Datastore.Read'], partial: ['Datastore.Backup'] };
+const READ_OR_OWNER: OwnerRule = {
+  full: ['Datastore.Read'],
+  partial: ['Datastore.Backup'],
+  operation: 'read',
+};
 
 /** A byte stream for a raw reply (the iterables yield Uint8Arrays, not objects). */
 function byteStream(source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>): Readable {
@@ -70,7 +74,7 @@ function logDownload(ctx: RouteContext, store: DataStore, dir: BackupDir, name: 
 }
 
 /** The client log is the backup's owner's to add, with Datastore.Backup; nobody else's. */
-const OWNER_ONLY: OwnerRule = { full: [], partial: ['Datastore.Backup'] };
+const OWNER_ONLY: OwnerRule = { full: [], partial: ['Datastore.Backup'], operation: 'write' };
 
 /** A snapshot and one of its files, by the name the manifest lists. */
 const SNAPSHOT_FILE_PARAMS: ParamSchema = {

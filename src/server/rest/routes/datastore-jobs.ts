@@ -255,7 +255,7 @@ const pruneDatastoreRoute: Route = {
     const path = aclPath(name, ns);
     const privs = await ctx.privileges(path);
     if (!privs.has('Datastore.Modify') && !privs.has('Datastore.Prune')) throw permissionDenied();
-    const store = await openStore(ctx.deps, name);
+    const store = await openStore(ctx.deps, name, 'write');
     const job: PruneDatastoreJob = {
       store,
       ns,
@@ -285,7 +285,7 @@ const startGc: Route = {
   },
   async handler(ctx): Promise<string> {
     const name = stringParam(ctx, 'store');
-    const store = await openStore(ctx.deps, name);
+    const store = await openStore(ctx.deps, name, 'write');
     if (garbageCollectionRunning(store.base)) {
       throw new BurrowError('LOCKED', 'garbage collection already running', {
         details: { store: name },
@@ -327,7 +327,7 @@ const gcStatus: Route = {
   },
   async handler(ctx): Promise<GcJobStatus> {
     const name = stringParam(ctx, 'store');
-    const store = await openStore(ctx.deps, name);
+    const store = await openStore(ctx.deps, name, 'read');
     const status = store.gcStatus();
     const schedule = store.config?.['gc-schedule'];
     const result: GcJobStatus = { store: name, ...status };
@@ -405,7 +405,7 @@ const verify: Route = {
       ['Datastore.Verify'],
       ['Datastore.Backup'],
     );
-    const store = await openStore(ctx.deps, name);
+    const store = await openStore(ctx.deps, name, 'read');
     const ignoreVerified = booleanParam(ctx, 'ignore-verified', true);
     const outdatedAfter = optionalInteger(ctx, 'outdated-after');
     const maxDepth = optionalInteger(ctx, 'max-depth');

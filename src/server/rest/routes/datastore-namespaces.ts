@@ -76,7 +76,7 @@ const listNamespaces: Route = {
     } catch {
       parentAccess = false;
     }
-    const store = await openStore(ctx.deps, name);
+    const store = await openStore(ctx.deps, name, 'read');
     let all: BackupNamespace[];
     try {
       all = await store.listNamespaces(
@@ -119,7 +119,7 @@ const createNamespace: Route = {
     const parent = namespaceParam(ctx, 'parent');
     const ns = namespaceChild(parent, stringParam(ctx, 'name'));
     await checkModification(ctx, store, ns);
-    await (await openStore(ctx.deps, store)).createNamespace(ns);
+    await (await openStore(ctx.deps, store, 'write')).createNamespace(ns);
     return namespaceToString(ns);
   },
 };
@@ -148,7 +148,7 @@ const deleteNamespace: Route = {
     const name = stringParam(ctx, 'store');
     const ns = parseNamespace(stringParam(ctx, 'ns'));
     await checkModification(ctx, name, ns);
-    const store = await openStore(ctx.deps, name);
+    const store = await openStore(ctx.deps, name, 'write');
     const deleteGroups = booleanParam(ctx, 'delete-groups', false);
     const stats = { 'removed-groups': 0, 'protected-snapshots': 0, 'removed-snapshots': 0 };
     if (deleteGroups) {

@@ -1,5 +1,6 @@
 import { statSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { updateDatastoreConfig } from '../../../datastore/datastore-config-store.js';
 import { encodeBlob } from '../../../format/data-blob.js';
 import { MANIFEST_BLOB_NAME } from '../../../format/manifest.js';
 import { parseAuthid } from '../../../types/auth.js';
@@ -457,5 +458,82 @@ describe('change-owner', () => {
     expect(mayChangeOwner(a('u@pbs'), a('u@pbs'), a('u@pbs!x'))).toBe(true);
     expect(mayChangeOwner(a('u@pbs'), a('u@pbs'), a('w@pbs!x'))).toBe(false);
     expect(mayChangeOwner(a('u@pbs'), a('u@pbs'), a('w@pbs'))).toBe(false);
+  });
+});
+
+describe('maintenance modes (PBS checks them when a route looks the store up)', () => {
+  const setMode = (mode: string | undefined) =>
+    updateDatastoreConfig(world.dirs, ({ entries }) =>
+      entries.map((e) => {
+        if (e.name !== 'store1') return e;
+        const { 'maintenance-mode': _old, ...props } = e.props;
+        return {
+          name: e.name,
+          props: mode === undefined ? props : { ...props, 'maintenance-mode': mode },
+        };
+      }),
+    );
+  const snapshotParams = { 'backup-type': 'vm', 'backup-id': '100', 'backup-time': T1 };
+
+  it('read-only refuses every change and keeps reads working; offline refuses reads too', async () => {
+    const writes = () =>
+      Promise.all([
+        api(world, 'DELETE', '/admin/datastore/store1/snapshots', 'admin@pbs', snapshotParams),
+        api(world, 'PUT', '/admin/datastore/store1/notes', 'admin@pbs', {
+          ...snapshotParams,
+          notes: 'changed',
+        }),
+        api(world, 'PUT', '/admin/datastore/store1/protected', 'admin@pbs', {
+          ...snapshotParams,
+          protected: true,
+        }),
+        api(world, 'POST', '/admin/datastore/store1/prune', 'admin@pbs', {
+          'backup-type': 'vm',
+          'backup-id': '100',
+          'keep-last': 1,
+        }),
+        api(world, 'POST', '/admin/datastore/store1/gc', 'root@pam'),
+        api(world, 'POST', '/admin/datastore/store1/namespace', 'admin@pbs', { name: 'new' }),
+      ]);
+    const reads = () =>
+      Promise.all([
+        api(world, 'GET', '/admin/datastore/store1/groups', 'audit@pbs'),
+        api(world, 'GET', '/admin/datastore/store1/snapshots', 'audit@pbs'),
+        api(world, 'GET', '/admin/datastore/store1/notes', 'audit@pbs', snapshotParams),
+        api(world, 'GET', '/admin/datastore/store1/namespace', 'audit@pbs'),
+      ]);
+    try {
+      await setMode('read-only,message=disk swap');
+      for (const r of await writes()) {
+        expect([r.status, r.text]).toEqual([
+          400,
+          expect.stringContaining('read-only maintenance mode: disk swap'),
+        ]);
+      }
+      for (const r of await reads()) expect(r.status).toBe(200);
+      // Nothing changed: the snapshot, its notes and the group are all still there.
+      const notes = await api(
+        world,
+        'GET',
+        '/admin/datastore/store1/notes',
+        'audit@pbs',
+        snapshotParams,
+      );
+      expect(notes.data).toBe('');
+      expect(await world.store.listSnapshots(vm100)).toHaveLength(2);
+
+      await setMode('offline');
+      for (const r of [...(await reads()), ...(await writes())]) {
+        expect([r.status, r.text]).toEqual([
+          400,
+          expect.stringContaining('offline maintenance mode'),
+        ]);
+      }
+    } finally {
+      await setMode(undefined);
+    }
+    expect((await api(world, 'GET', '/admin/datastore/store1/groups', 'audit@pbs')).status).toBe(
+      200,
+    );
   });
 });

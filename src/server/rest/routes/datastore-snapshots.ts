@@ -59,14 +59,23 @@ import type { GroupListItem, SnapshotListItem } from '../../../types/api.js';
 const BASE = '/admin/datastore/{store}';
 
 /** Reading a group or snapshot: Datastore.Audit, or Datastore.Backup and owning the group. */
-const AUDIT_OR_OWNER: OwnerRule = { full: ['Datastore.Audit'], partial: ['Datastore.Backup'] };
+const AUDIT_OR_OWNER: OwnerRule = {
+  full: ['Datastore.Audit'],
+  partial: ['Datastore.Backup'],
+  operation: 'read',
+};
 /** Listing a snapshot's files, which downloading needs: also with Datastore.Read. */
 const AUDIT_READ_OR_OWNER: OwnerRule = {
   full: ['Datastore.Audit', 'Datastore.Read'],
   partial: ['Datastore.Backup'],
+  operation: 'read',
 };
 /** Changing notes or protection: Datastore.Modify, or Datastore.Backup and owning the group. */
-const MODIFY_OR_OWNER: OwnerRule = { full: ['Datastore.Modify'], partial: ['Datastore.Backup'] };
+const MODIFY_OR_OWNER: OwnerRule = {
+  full: ['Datastore.Modify'],
+  partial: ['Datastore.Backup'],
+  operation: 'write',
+};
 
 /** A group listing's store, namespace, and whom it is for. */
 interface Listing {
@@ -83,7 +92,7 @@ async function openListing(ctx: RouteContext): Promise<Listing> {
   const name = stringParam(ctx, 'store');
   const ns = namespaceParam(ctx);
   const ownedOnly = await checkNsPrivs(ctx, name, ns, ['Datastore.Audit'], ['Datastore.Backup']);
-  return { store: await openStore(ctx.deps, name), ns, caller, ownedOnly };
+  return { store: await openStore(ctx.deps, name, 'read'), ns, caller, ownedOnly };
 }
 
 /**
@@ -395,7 +404,7 @@ const changeOwner: Route = {
       ['Datastore.Modify'],
       ['Datastore.Backup'],
     );
-    const store = await openStore(ctx.deps, name);
+    const store = await openStore(ctx.deps, name, 'write');
     const owner = await store.getOwner(group);
     if (ownerCheck && !mayChangeOwner(caller, owner, newOwner)) {
       throw permissionDenied(

@@ -110,7 +110,7 @@ const status: Route = {
       if (!(await ctx.deps.access.anyPrivilegeBelow(caller, path))) throw permissionDenied();
       storeStats = false;
     }
-    const store = await openStore(ctx.deps, name);
+    const store = await openStore(ctx.deps, name, 'read');
     const result: DataStoreStatus = { total: 0, used: 0, avail: 0, 'backend-type': 'filesystem' };
     if (storeStats) Object.assign(result, await datastoreStatus(store, { counts: false }));
     if (booleanParam(ctx, 'verbose', false)) {
