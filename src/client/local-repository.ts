@@ -244,7 +244,8 @@ export class LocalRepository implements Repository {
     this.#tasks = tasks;
   }
 
-  openWriter(target: WriterTarget): Promise<BackupWriter> {
+  async openWriter(target: WriterTarget): Promise<BackupWriter> {
+    this.store.checkMaintenance('write');
     return openLocalBackupWriter(this.store, {
       ...target,
       authId: this.authId,
@@ -254,7 +255,8 @@ export class LocalRepository implements Repository {
     });
   }
 
-  openReader(dir: BackupDir): Promise<BackupReader> {
+  async openReader(dir: BackupDir): Promise<BackupReader> {
+    this.store.checkMaintenance('read');
     return openLocalBackupReader(this.store, dir, {
       authId: this.authId,
       ...(this.#tasks === undefined ? {} : { tasks: this.#tasks }),
@@ -262,6 +264,7 @@ export class LocalRepository implements Repository {
   }
 
   async listGroups(ns: BackupNamespace): Promise<GroupListItem[]> {
+    this.store.checkMaintenance('read');
     const items: GroupListItem[] = [];
     for (const group of await this.store.listGroups(ns))
       items.push(await groupListItem(this.store, group, await readOwner(this.store, group)));
@@ -269,38 +272,45 @@ export class LocalRepository implements Repository {
   }
 
   async listSnapshots(ns: BackupNamespace, group?: BackupGroup): Promise<SnapshotListItem[]> {
+    this.store.checkMaintenance('read');
     const groups = group === undefined ? await this.store.listGroups(ns) : [group];
     const items: SnapshotListItem[] = [];
     for (const g of groups) items.push(...(await groupSnapshotList(this.store, g)));
     return items;
   }
 
-  snapshotFiles(dir: BackupDir): Promise<BackupContent[]> {
+  async snapshotFiles(dir: BackupDir): Promise<BackupContent[]> {
+    this.store.checkMaintenance('read');
     return snapshotFiles(this.store, dir);
   }
 
   async forgetSnapshot(dir: BackupDir): Promise<void> {
+    this.store.checkMaintenance('write');
     await this.store.snapshotInfo(dir);
     await this.#checkOwner(dir.group);
     await this.store.removeBackupDir(dir, false);
   }
 
   async snapshotNotes(dir: BackupDir): Promise<string> {
+    this.store.checkMaintenance('read');
     return this.store.getSnapshotNotes(dir);
   }
 
   async setSnapshotNotes(dir: BackupDir, notes: string): Promise<void> {
+    this.store.checkMaintenance('write');
     await this.store.snapshotInfo(dir);
     await this.#checkOwner(dir.group);
     await this.store.setSnapshotNotes(dir, notes);
   }
 
   async isProtected(dir: BackupDir): Promise<boolean> {
+    this.store.checkMaintenance('read');
     await this.store.snapshotInfo(dir);
     return this.store.isProtected(dir);
   }
 
   async setProtected(dir: BackupDir, value: boolean): Promise<void> {
+    this.store.checkMaintenance('write');
     await this.store.snapshotInfo(dir);
     await this.#checkOwner(dir.group);
     await this.store.setProtected(dir, value);
@@ -311,6 +321,8 @@ export class LocalRepository implements Repository {
     keep: KeepOptions,
     options: { dryRun: boolean; observer?: TaskObserver },
   ): Promise<PruneOutcome> {
+    // As PBS's prune, a dry run too: the store must be writable.
+    this.store.checkMaintenance('write');
     // A missing group fails before anything starts.
     await this.store.listSnapshots(group);
     const ns = namespaceToString(group.ns);
@@ -342,6 +354,7 @@ export class LocalRepository implements Repository {
   }
 
   async garbageCollect(observer?: TaskObserver): Promise<{ upid: string; status: GcStatusData }> {
+    this.store.checkMaintenance('write');
     const { upid, result } = await this.#run(
       'garbage_collection',
       this.store.name,
@@ -351,7 +364,8 @@ export class LocalRepository implements Repository {
     return { upid, status: result };
   }
 
-  status(): Promise<DatastoreStatus> {
+  async status(): Promise<DatastoreStatus> {
+    this.store.checkMaintenance('read');
     return datastoreStatus(this.store, { counts: true });
   }
 

@@ -226,6 +226,43 @@ describe('create, lookup, openPath', () => {
     await expectCode(DataStore.lookup('s3store', { dirs: own }), 'DATASTORE_INVALID', /S3/);
   });
 
+  it('checks the maintenance mode at every lookup for an operation, cached instance or not', async () => {
+    const own = { ...dirs, configDir: join(tmp, 'etc-maintenance') };
+    const path = await fakeStoreDir(join(tmp, 'fake-maintenance'));
+    const setMode = (mode?: string) =>
+      updateDatastoreConfig(own, () => [
+        {
+          name: 'maint',
+          props: { path, ...(mode === undefined ? {} : { 'maintenance-mode': mode }) },
+        },
+      ]);
+    await setMode('read-only,message=disk swap');
+    const read = await DataStore.lookup('maint', { dirs: own, operation: 'read' });
+    // The same cached instance, asked for writing, is refused.
+    await expectCode(
+      DataStore.lookup('maint', { dirs: own, operation: 'write' }),
+      'MAINTENANCE_MODE',
+      'read-only maintenance mode: disk swap',
+    );
+    expect(await DataStore.lookup('maint', { dirs: own })).toBe(read);
+    expect(() => read.checkMaintenance('write')).toThrow(/read-only maintenance mode/);
+    read.checkMaintenance('read');
+    await setMode('offline');
+    await expectCode(
+      DataStore.lookup('maint', { dirs: own, operation: 'read' }),
+      'MAINTENANCE_MODE',
+      'offline maintenance mode: ',
+    );
+    await setMode('delete');
+    await expectCode(
+      DataStore.lookup('maint', { dirs: own, operation: 'read' }),
+      'MAINTENANCE_MODE',
+      'datastore is being deleted',
+    );
+    await setMode(undefined);
+    (await DataStore.lookup('maint', { dirs: own, operation: 'write' })).checkMaintenance('write');
+  });
+
   it('opens a store by path: the configured name when configured, a stable path name otherwise', async () => {
     expect((await DataStore.openPath(storePath, { dirs })).name).toBe('store1');
     const c = await fakeStoreDir(join(tmp, 'fake-c'));

@@ -31,6 +31,7 @@ import type {
 import {
   DEFAULT_TUNING,
   datastoreBackend,
+  datastoreMaintenanceMode,
   datastoreTuning,
   parseTuning,
   writeDatastoreConfig,
@@ -113,6 +114,11 @@ export interface DataStoreContext {
   log?: (line: string) => void;
   /** The chunk store writes chunk files with blocking calls (ChunkStoreOptions.blockingWrites). */
   blockingChunkWrites?: boolean;
+  /**
+   * What the caller is about to do (PBS's lookup_datastore operation): checkMaintenance runs at
+   * lookup. Undefined: no check (reading the configuration only, or checks made later).
+   */
+  operation?: 'read' | 'write';
 }
 
 export interface DataStoreCreateOptions {
@@ -515,12 +521,18 @@ export class DataStore {
     const cacheKey = DataStore.#cacheKey(ctx.dirs, name);
     const key = DataStore.#propsKey(entry.props);
     const cached = cache.get(cacheKey);
-    if (cached !== undefined && cached.key === key) return cached.store;
-    const store = DataStore.#open(name, entry.props.path, entry.props, ctx);
-    cache.set(cacheKey, { key, store });
-    store.catch(() => {
-      if (cache.get(cacheKey)?.store === store) cache.delete(cacheKey);
-    });
+    let opening = cached !== undefined && cached.key === key ? cached.store : undefined;
+    if (opening === undefined) {
+      const store = DataStore.#open(name, entry.props.path, entry.props, ctx);
+      cache.set(cacheKey, { key, store });
+      store.catch(() => {
+        if (cache.get(cacheKey)?.store === store) cache.delete(cacheKey);
+      });
+      opening = store;
+    }
+    // On every lookup, cached or not: the same instance serves reads and writes.
+    const store = await opening;
+    if (ctx.operation !== undefined) store.checkMaintenance(ctx.operation);
     return store;
   }
 
@@ -539,6 +551,7 @@ export class DataStore {
       if ((await realpathOrResolved(entry.props.path)) === real)
         return DataStore.lookup(entry.name, ctx);
     }
+    // Unconfigured: no maintenance mode to check.
     const name =
       PATH_STORE_NAME_PREFIX + createHash('sha256').update(real).digest('hex').slice(0, 16);
     return DataStore.#open(name, real, undefined, ctx);
@@ -1378,6 +1391,35 @@ export class DataStore {
 
   insertChunk(blob: Uint8Array, digest: Uint8Array): Promise<InsertResult> {
     return this.chunkStore.insertChunk(blob, digest);
+  }
+
+  /**
+   * PBS's maintenance-mode check at datastore lookup, for an operation that reads or writes the
+   * store: `delete` and `unmount` block everything, `offline` (and `s3-refresh`) block reads and
+   * writes, `read-only` blocks writes. MAINTENANCE_MODE names the mode and its message.
+   */
+  checkMaintenance(operation: 'read' | 'write'): void {
+    const mode = this.config === undefined ? undefined : datastoreMaintenanceMode(this.config);
+    if (mode === undefined) return;
+    const message = mode.message ?? '';
+    const refuse = (text: string): never => {
+      throw new BurrowError('MAINTENANCE_MODE', text, {
+        details: { store: this.name, maintenance: mode.type, operation },
+      });
+    };
+    switch (mode.type) {
+      case 'delete':
+        return refuse('datastore is being deleted');
+      case 'unmount':
+        return refuse('datastore is being unmounted');
+      case 'offline':
+        return refuse(`offline maintenance mode: ${message}`);
+      case 's3-refresh':
+        return refuse(`S3 refresh maintenance mode: ${message}`);
+      case 'read-only':
+        if (operation === 'write') refuse(`read-only maintenance mode: ${message}`);
+        return;
+    }
   }
 
   loadChunk(digest: Uint8Array): Promise<Uint8Array> {

@@ -89,6 +89,7 @@ export const ERROR_CODES = {
 
   // Datastore, locks and tasks (pbs-formats §1, §2, §6-§9)
   LOCKED: code(EXIT.conflict, 409, 'A lock is held by another operation or process; retry when it has finished.'),
+  MAINTENANCE_MODE: code(EXIT.conflict, 400, 'The datastore is in a maintenance mode that blocks this operation (read-only, offline); retry once an administrator has ended it.'),
   ALREADY_EXISTS: code(EXIT.conflict, 409, 'The object to create exists already.'),
   DATASTORE_INVALID: code(EXIT.corrupt, 400, 'A directory is not a valid datastore (layout, permissions) or not empty.'),
   CHUNK_CONFLICT: code(EXIT.corrupt, 400, 'A chunk upload conflicts with the stored chunk of the same digest (encrypted vs plain).'),

@@ -668,6 +668,41 @@ describe('repositories, status, benchmark', () => {
   });
 });
 
+describe('maintenance modes on a local datastore', () => {
+  it('read-only refuses backups, forgets and GC but lists and restores; offline refuses all', async () => {
+    const setMode = async (args: string[]) =>
+      ok(await manager(['datastore', 'update', STORE, ...args]), 'datastore update');
+    const conf = join(base, 'maint.conf');
+    writeFileSync(conf, 'x: 1\n');
+    await setMode(['--maintenance-mode', 'read-only,message=disk swap']);
+    try {
+      const [backup, forget, gc, list, restore] = await Promise.all([
+        burrow(['backup', `m.conf:${conf}`, '--backup-id', 'maint']),
+        burrow(['snapshot', 'forget', S1]),
+        manager(['garbage-collection', 'start', STORE]),
+        json<Array<{ group: string }>>(['list']),
+        burrow(['restore', S2, 'root.pxar', join(base, 'maint-restore')]),
+      ]);
+      for (const refused of [backup, forget, gc]) {
+        expect(refused.status).toBe(6);
+        expect(refused.stderr).toContain('read-only maintenance mode: disk swap');
+      }
+      expect(list.map((g) => g.group)).toContain('host/e2e');
+      ok(restore, 'restore from a read-only store');
+      expect(existsSync(join(storePath, 'host', 'maint'))).toBe(false);
+      expect(existsSync(join(storePath, S1))).toBe(true);
+
+      await setMode(['--maintenance-mode', 'offline']);
+      const offline = await burrow(['list']);
+      expect(offline.status).toBe(6);
+      expect(offline.stderr).toContain('offline maintenance mode');
+    } finally {
+      await setMode(['--delete', 'maintenance-mode']);
+    }
+    ok(await burrow(['list']), 'list after maintenance');
+  });
+});
+
 describe('prune and garbage collection', () => {
   it('forget + GC removes the chunks only the forgotten snapshot had', async () => {
     const s1 = indexDigests(S1, 'root.pxar.didx');

@@ -43,7 +43,7 @@ export function registerGarbageCollectionCommands(program: Command): void {
     .addOption(outputFormatOption())
     .action(async (name: string, options: { outputFormat: string }, command: Command) => {
       const ctx = managerContext(command, options);
-      const store = await DataStore.lookup(name, { dirs: ctx.dirs });
+      const store = await DataStore.lookup(name, { dirs: ctx.dirs, operation: 'write' });
       const { upid, result } = await runForegroundTask(
         ctx.tasks,
         ctx.printer,

@@ -44,7 +44,7 @@ export function registerNamespaceCommands(program: Command): void {
       async (name: string, nsText: string, options: { outputFormat: string }, command: Command) => {
         const { dirs, printer } = managerContext(command, options);
         const ns = requireNamespace(nsText, 'create');
-        const store = await DataStore.lookup(name, { dirs });
+        const store = await DataStore.lookup(name, { dirs, operation: 'write' });
         await store.createNamespace(ns);
         printer.result({ ns: namespaceToString(ns) }, (r) => `created namespace '${r.ns}'`);
       },
@@ -76,7 +76,7 @@ export function registerNamespaceCommands(program: Command): void {
           );
         }
         const parent = parseNamespace(nsText ?? '');
-        const store = await DataStore.lookup(name, { dirs });
+        const store = await DataStore.lookup(name, { dirs, operation: 'read' });
         const list = await store.listNamespaces(parent, options.maxDepth);
         printer.result(
           list.map((ns): NamespaceItem => ({ ns: namespaceToString(ns) })),
@@ -111,7 +111,7 @@ export function registerNamespaceCommands(program: Command): void {
       ) => {
         const { dirs, printer } = managerContext(command, options);
         const ns = requireNamespace(nsText, 'remove');
-        const store = await DataStore.lookup(name, { dirs });
+        const store = await DataStore.lookup(name, { dirs, operation: 'write' });
         if (!(await store.namespaceExists(ns))) {
           throw new BurrowError(
             'NOT_FOUND',

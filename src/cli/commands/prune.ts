@@ -100,7 +100,7 @@ export function registerPruneCommand(program: Command): void {
         if (value !== undefined) keep[key] = value;
       }
       checkKeepOptions(keep);
-      const store = await DataStore.lookup(name, { dirs: ctx.dirs });
+      const store = await DataStore.lookup(name, { dirs: ctx.dirs, operation: 'write' });
       const dryRun = options.dryRun === true;
       // A missing group fails here, before a task is started for it (as PBS checks before spawning).
       await store.listSnapshots(group);

@@ -81,7 +81,7 @@ export function registerVerifyCommand(program: Command): void {
           `--max-depth must be at most ${MAX_NAMESPACE_DEPTH}, got ${options.maxDepth}`,
         );
       }
-      const store = await DataStore.lookup(name, { dirs: ctx.dirs });
+      const store = await DataStore.lookup(name, { dirs: ctx.dirs, operation: 'read' });
       const workerId = isRootNamespace(ns) ? name : `${name}:${namespaceToString(ns)}`;
       let failed: BackupDir[] = [];
       let upid: string | undefined;

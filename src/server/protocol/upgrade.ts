@@ -20,7 +20,7 @@ import { mayActAsOwner } from '../../types/auth.js';
 import type { BackupNamespace } from '../../types/backup.js';
 import { backupDir, backupGroup, parseNamespace } from '../../types/backup.js';
 import { parseQueryString, verifyParameters } from '../rest/parameters.js';
-import { aclPath, checkMaintenance } from '../rest/routes/datastore-common.js';
+import { aclPath } from '../rest/routes/datastore-common.js';
 import type { ServerDeps } from '../server-types.js';
 import { BACKUP_ENDPOINTS } from './backup-endpoints.js';
 import type { Endpoint, ServedConnection } from './http2-session.js';
@@ -332,7 +332,7 @@ async function startBackup(request: UpgradeRequest): Promise<void> {
   const privileges = await deps.access.privileges(authId, aclPath(common.store, common.ns));
   if (!privileges.has('Datastore.Backup')) throw new Refusal(403, 'permission check failed');
   const store = await lookupStore(deps, common.store);
-  checkMaintenance(store, 'write');
+  store.checkMaintenance('write');
   checkUpgradeHeader(req, BACKUP_PROTOCOL_ID);
 
   const watched = watchedTasks(deps.tasks);
@@ -369,7 +369,7 @@ async function startReader(request: UpgradeRequest): Promise<void> {
     throw new Refusal(400, `no permissions on ${path}`);
   }
   const store = await lookupStore(deps, common.store);
-  checkMaintenance(store, 'read');
+  store.checkMaintenance('read');
   checkUpgradeHeader(req, READER_PROTOCOL_ID);
   const dir = backupDir(backupGroup(common.ns, common.type, common.id), common.time);
   if (!mayRead) {

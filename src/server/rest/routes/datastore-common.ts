@@ -7,7 +7,6 @@
  */
 import { DataStore } from '../../../datastore/datastore.js';
 import { KEEP_OPTIONS, type KeepOptions } from '../../../datastore/prune.js';
-import { datastoreMaintenanceMode } from '../../../format/datastore-config.js';
 import { BurrowError } from '../../../lib/errors.js';
 import type { TaskContext } from '../../../tasks/index.js';
 import type { Authid } from '../../../types/auth.js';
@@ -219,33 +218,6 @@ export function checkBackupOwner(owner: Authid, caller: Authid): void {
   }
 }
 
-/**
- * PBS's maintenance-mode check at datastore lookup: `delete` and `unmount` block everything,
- * `offline` (and `s3-refresh`) block reads and writes, `read-only` blocks writes.
- */
-export function checkMaintenance(store: DataStore, operation: 'read' | 'write'): void {
-  const mode = store.config === undefined ? undefined : datastoreMaintenanceMode(store.config);
-  if (mode === undefined) return;
-  const message = mode.message ?? '';
-  const refusal = (text: string): never => {
-    throw new BurrowError('INVALID_ARGUMENT', text, {
-      details: { store: store.name, maintenance: mode.type },
-    });
-  };
-  switch (mode.type) {
-    case 'delete':
-      return refusal('datastore is being deleted');
-    case 'unmount':
-      return refusal('datastore is being unmounted');
-    case 'offline':
-      return refusal(`offline maintenance mode: ${message}`);
-    case 's3-refresh':
-      return refusal(`S3 refresh maintenance mode: ${message}`);
-    case 'read-only':
-      if (operation === 'write') refusal(`read-only maintenance mode: ${message}`);
-      return;
-  }
-}
 
 /**
  * What a route does with a datastore, for the maintenance-mode check at lookup (PBS's
@@ -257,17 +229,16 @@ export type DatastoreOperation = 'read' | 'write' | 'lookup';
  * Open a configured datastore (NOT_FOUND for an unknown name) for `operation`: a read-only
  * datastore refuses writes, an offline one refuses reads too (checkMaintenance).
  */
-export async function openStore(
+export function openStore(
   deps: ServerDeps,
   name: string,
   operation: DatastoreOperation,
 ): Promise<DataStore> {
-  const store = await DataStore.lookup(name, {
+  return DataStore.lookup(name, {
     dirs: deps.dirs,
     log: (line) => deps.log.info(line),
+    ...(operation === 'lookup' ? {} : { operation }),
   });
-  if (operation !== 'lookup') checkMaintenance(store, operation);
-  return store;
 }
 
 /**
