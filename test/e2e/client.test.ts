@@ -676,14 +676,15 @@ describe('maintenance modes on a local datastore', () => {
     writeFileSync(conf, 'x: 1\n');
     await setMode(['--maintenance-mode', 'read-only,message=disk swap']);
     try {
-      const [backup, forget, gc, list, restore] = await Promise.all([
+      const [backup, forget, gc, managerForget, list, restore] = await Promise.all([
         burrow(['backup', `m.conf:${conf}`, '--backup-id', 'maint']),
         burrow(['snapshot', 'forget', S1]),
         manager(['garbage-collection', 'start', STORE]),
+        manager(['snapshot', 'forget', STORE, S1]),
         json<Array<{ group: string }>>(['list']),
         burrow(['restore', S2, 'root.pxar', join(base, 'maint-restore')]),
       ]);
-      for (const refused of [backup, forget, gc]) {
+      for (const refused of [backup, forget, gc, managerForget]) {
         expect(refused.status).toBe(6);
         expect(refused.stderr).toContain('read-only maintenance mode: disk swap');
       }

@@ -61,7 +61,11 @@ export function registerGarbageCollectionCommands(program: Command): void {
     .action(async (name: string, options: { outputFormat: string }, command: Command) => {
       const { dirs, printer } = managerContext(command, options);
       // A damaged .gc-status is reported (and read as never run), not fatal.
-      const store = await DataStore.lookup(name, { dirs, log: (line) => printer.info(line) });
+      const store = await DataStore.lookup(name, {
+        dirs,
+        log: (line) => printer.info(line),
+        operation: 'read',
+      });
       printer.result(store.gcStatus(), renderGcStatus);
     });
 }

@@ -199,7 +199,7 @@ export function registerSnapshotCommands(program: Command): void {
         const { dirs, printer } = managerContext(command, options);
         const group = groupText === undefined ? undefined : groupArgument(groupText, options.ns);
         const ns = namespaceOption(options.ns);
-        const store = await DataStore.lookup(name, { dirs });
+        const store = await DataStore.lookup(name, { dirs, operation: 'read' });
         const items = await listSnapshotItems(store, ns, group);
         printer.result(items, renderSnapshots);
       },
@@ -215,7 +215,7 @@ export function registerSnapshotCommands(program: Command): void {
     .action(async (name: string, snapshotText: string, options: NsOptions, command: Command) => {
       const { dirs, printer } = managerContext(command, options);
       const dir = snapshotArgument(snapshotText, options.ns);
-      const store = await DataStore.lookup(name, { dirs });
+      const store = await DataStore.lookup(name, { dirs, operation: 'write' });
       // Fails with NOT_FOUND for a snapshot that does not exist, before anything is touched.
       await store.snapshotInfo(dir);
       await store.removeBackupDir(dir, false);
@@ -244,7 +244,10 @@ export function registerSnapshotCommands(program: Command): void {
         const { dirs, printer } = managerContext(command, options);
         const dir = snapshotArgument(snapshotText, options.ns);
         const wanted = value === undefined ? undefined : parseBooleanText('protected', value);
-        const store = await DataStore.lookup(name, { dirs });
+        const store = await DataStore.lookup(name, {
+          dirs,
+          operation: wanted === undefined ? 'read' : 'write',
+        });
         await store.snapshotInfo(dir);
         if (wanted !== undefined) await store.setProtected(dir, wanted);
         const result = { snapshot: formatSnapshot(dir), protected: await store.isProtected(dir) };
@@ -274,7 +277,10 @@ export function registerSnapshotCommands(program: Command): void {
       ) => {
         const { dirs, printer } = managerContext(command, options);
         const dir = snapshotArgument(snapshotText, options.ns);
-        const store = await DataStore.lookup(name, { dirs });
+        const store = await DataStore.lookup(name, {
+          dirs,
+          operation: options.set === undefined ? 'read' : 'write',
+        });
         if (options.set !== undefined) await store.setSnapshotNotes(dir, options.set);
         const notes = await store.getSnapshotNotes(dir);
         printer.result({ snapshot: formatSnapshot(dir), notes }, (r) => r.notes);
@@ -291,7 +297,7 @@ export function registerSnapshotCommands(program: Command): void {
     .action(async (name: string, options: NsOptions, command: Command) => {
       const { dirs, printer } = managerContext(command, options);
       const ns = namespaceOption(options.ns);
-      const store = await DataStore.lookup(name, { dirs });
+      const store = await DataStore.lookup(name, { dirs, operation: 'read' });
       const items: GroupItem[] = [];
       for (const g of await store.listGroups(ns)) items.push(await groupItem(store, g));
       printer.result(items, (list) =>
