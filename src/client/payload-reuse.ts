@@ -357,7 +357,9 @@ export class InjectingWriter implements BackupWriter {
 // ---------------------------------------------------------------------------------------------
 // The previous archive, a directory at a time
 
-const keyOf = (name: Uint8Array): string => Buffer.from(name).toString('latin1');
+/** A name as a map key: one char per byte, read in place (Buffer.from(array) would copy it). */
+const keyOf = (name: Uint8Array): string =>
+  Buffer.from(name.buffer, name.byteOffset, name.byteLength).toString('latin1');
 
 interface Listing {
   /** Path components of the directory. */

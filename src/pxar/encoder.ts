@@ -483,20 +483,25 @@ export class PxarEncoder {
         throw stateError('addPayloadRef: payload references exist only in split (v2) archives');
       const dir = this.#checkChild(name, 'addPayloadRef');
       this.#checkMetadata(metadata, 'file', name);
-      const what = `addPayloadRef ${this.#describe(name)}`;
-      if (!isUint(size)) throw argumentError(`${what}: size ${String(size)} is invalid`, { size });
+      // Built only for a message: printing the path costs more than the rest of this call.
+      const what = (): string => `addPayloadRef ${this.#describe(name)}`;
+      if (!isUint(size))
+        throw argumentError(`${what()}: size ${String(size)} is invalid`, { size });
       if (!isUint(payloadOffset))
-        throw argumentError(`${what}: payload offset ${String(payloadOffset)} is invalid`, {
+        throw argumentError(`${what()}: payload offset ${String(payloadOffset)} is invalid`, {
           payloadOffset,
         });
       const end = payloadOffset + ITEM_HEADER_SIZE + size;
       if (!Number.isSafeInteger(end))
-        throw argumentError(`${what}: payload offset + size is too large`, { payloadOffset, size });
+        throw argumentError(`${what()}: payload offset + size is too large`, {
+          payloadOffset,
+          size,
+        });
       // Offsets must rise strictly and never point into payload bytes this encoder wrote itself
       // (§9.2): they may point into ranges the caller advanced over or will advance over next.
       if (payloadOffset < this.#payloadFloor)
         throw stateError(
-          `${what}: payload offset ${payloadOffset} lies before ${this.#payloadFloor}, the end of the payload already written or referenced`,
+          `${what()}: payload offset ${payloadOffset} lies before ${this.#payloadFloor}, the end of the payload already written or referenced`,
           { payloadOffset, minimum: this.#payloadFloor },
         );
 
