@@ -5,8 +5,7 @@
  */
 import type { Command } from 'commander';
 import { Option } from 'commander';
-import { readdir, rm, rmdir } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import type { BurrowDirs } from '../../lib/dirs.js';
 import { BurrowError } from '../../lib/errors.js';
 import {
@@ -15,8 +14,8 @@ import {
   type DatastoreConfigEntry,
   type DatastoreProps,
 } from '../../format/datastore-config.js';
-import { ChunkStore } from '../../datastore/chunk-store.js';
 import { DataStore } from '../../datastore/datastore.js';
+import { checkDestroyable, destroyDatastoreData } from '../../datastore/destroy.js';
 import {
   checkDatastoreName,
   readDatastoreConfig,
@@ -128,41 +127,6 @@ async function createDatastore(
 
 // ---------------------------------------------------------------------------------------------
 // remove
-
-/** What a datastore directory holds that is Burrow's (and PBS's) to delete. Nothing else is touched. */
-const DATASTORE_ENTRIES = ['.chunks', 'vm', 'ct', 'host', 'ns', '.gc-status', '.lock'] as const;
-
-/**
- * Delete the datastore's own entries and then its directory, if that is empty. Anything else in
- * the directory (a user's file, `lost+found`) stays and is reported, so a wrong path cannot
- * cost more than the datastore itself.
- */
-async function destroyData(base: string, task: TaskContext): Promise<void> {
-  // Only a directory with the datastore layout is destroyed, and only when no other process has
-  // a writer or GC on it.
-  const chunkStore = await ChunkStore.open(base);
-  const guard = chunkStore.tryExclusive();
-  try {
-    for (const entry of DATASTORE_ENTRIES) {
-      if (entry === '.lock') continue;
-      task.checkAbort();
-      task.log(`removing ${join(base, entry)}`);
-      await rm(join(base, entry), { recursive: true, force: true });
-    }
-  } finally {
-    guard.release();
-  }
-  await rm(join(base, '.lock'), { force: true });
-  const left = await readdir(base);
-  if (left.length === 0) {
-    await rmdir(base);
-    task.log(`removed datastore directory ${base}`);
-  } else {
-    task.warn(
-      `kept ${base}: it holds entries that are not the datastore's: ${left.sort().join(', ')}`,
-    );
-  }
-}
 
 // ---------------------------------------------------------------------------------------------
 
@@ -306,11 +270,8 @@ export function registerDatastoreCommands(program: Command): void {
           'delete-datastore',
           name,
           async (task) => {
-            if (options.destroyData === true) {
-              // Check the directory before the configuration changes, so a refusal leaves everything as it was.
-              const chunkStore = await ChunkStore.open(entry.props.path);
-              chunkStore.tryExclusive().release();
-            }
+            // Check the directory before the configuration changes.
+            if (options.destroyData === true) await checkDestroyable(entry.props.path);
             await updateDatastoreConfig(ctx.dirs, ({ entries }) => {
               if (!entries.some((e) => e.name === name)) {
                 throw new BurrowError('NOT_FOUND', `datastore '${name}' does not exist`, {
@@ -320,7 +281,7 @@ export function registerDatastoreCommands(program: Command): void {
               return entries.filter((e) => e.name !== name);
             });
             task.log(`removed datastore '${name}' from the configuration`);
-            if (options.destroyData === true) await destroyData(entry.props.path, task);
+            if (options.destroyData === true) await destroyDatastoreData(entry.props.path, task);
             else task.log(`the data in ${entry.props.path} was kept`);
           },
         );

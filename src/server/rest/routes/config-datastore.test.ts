@@ -244,9 +244,48 @@ describe('DELETE /config/datastore/{name}', () => {
     expect(readFileSync(cfgPath, 'utf8')).toContain('datastore: store1');
   });
 
-  it('refuses destroy-data, missing stores, a stale digest, and callers without Datastore.Allocate', async () => {
+  it("with destroy-data, deletes the datastore's data too, and keeps what is not its own", async () => {
+    const created = async (name: string, path: string) => {
+      const res = await h.request('POST', '/api2/json/config/datastore', {
+        auth: 'root@pam',
+        ...json({ name, path, tuning: 'gc-atime-safety-check=false' }),
+      });
+      const { data: upid } = (await res.json()) as { data: string };
+      expect((await waitForTask(upid)).status).toBe('OK');
+    };
+    const removed = async (name: string) => {
+      const res = await h.request('DELETE', `/api2/json/config/datastore/${name}?destroy-data=1`, {
+        auth: 'root@pam',
+      });
+      expect(res.status).toBe(200);
+      const { data: upid } = (await res.json()) as { data: string };
+      const ended = await waitForTask(upid);
+      return { ended, log: await h.tasks.readLog(upid) };
+    };
+    const gone = join(h.dirs.runDir, '..', 'ds-gone');
+    await created('gone', gone);
+    const a = await removed('gone');
+    expect(a.ended.status).toBe('OK');
+    expect(existsSync(gone)).toBe(false);
+    expect(readFileSync(cfgPath, 'utf8')).not.toContain('datastore: gone');
+
+    // A file of the user's in the directory stays, with it the directory, and a warning.
+    const kept = join(h.dirs.runDir, '..', 'ds-kept');
+    await created('kept', kept);
+    writeFileSync(join(kept, 'notes.txt'), 'mine');
+    const b = await removed('kept');
+    expect(b.ended.status).toBe('WARNINGS: 1');
+    expect(readFileSync(join(kept, 'notes.txt'), 'utf8')).toBe('mine');
+    expect(existsSync(join(kept, '.chunks'))).toBe(false);
+    expect(
+      b.log.some((l) => l.includes("it holds entries that are not the datastore's: notes.txt")),
+    ).toBe(true);
+  }, 120_000);
+
+  it('refuses destroy-data on what is no datastore, missing stores, a stale digest, and callers without Datastore.Allocate', async () => {
     const del = (path: string, auth = 'root@pam') =>
       h.request('DELETE', `/api2/json/config/datastore/${path}`, { auth });
+    // /srv/store2 is no datastore: refused before the configuration changes.
     expect((await del('store2?destroy-data=1')).status).toBe(400);
     expect((await del('nostore')).status).toBe(404);
     expect((await del(`store2?digest=${sha256('x')}`)).status).toBe(400);

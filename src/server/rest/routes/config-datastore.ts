@@ -12,6 +12,7 @@
  */
 import { isAbsolute } from 'node:path';
 import { DataStore } from '../../../datastore/datastore.js';
+import { checkDestroyable, destroyDatastoreData } from '../../../datastore/destroy.js';
 import {
   readDatastoreConfig,
   updateDatastoreConfig,
@@ -275,16 +276,7 @@ async function deleteDatastore(ctx: RouteContext): Promise<unknown> {
   const caller = callerOf(ctx);
   const name = ctx.params.name as string;
   const digest = ctx.params.digest as string | undefined;
-  if (ctx.params['destroy-data'] === true) {
-    // The CLI's data removal lives in cli/ (which the server may not import); until it moves
-    // to datastore/, the API only removes the configuration.
-    throw parameterError([
-      [
-        'destroy-data',
-        'not supported by this server: use burrow-manager datastore remove --destroy-data',
-      ],
-    ]);
-  }
+  const destroy = ctx.params['destroy-data'] === true;
   const current = await readDatastoreConfig(ctx.deps.dirs);
   if (digest !== undefined && digest !== current.digest) {
     throw new BurrowError(
@@ -295,6 +287,8 @@ async function deleteDatastore(ctx: RouteContext): Promise<unknown> {
   }
   const entry = current.entries.find((e) => e.name === name);
   if (entry === undefined) throw notFound(name);
+  // Not a datastore, or a backup or GC running on it: refused before anything changes.
+  if (destroy) await checkDestroyable(entry.props.path);
   return spawnTask(ctx.deps, caller, 'delete-datastore', name, async (task) => {
     await updateDatastoreConfig(
       ctx.deps.dirs,
@@ -305,7 +299,8 @@ async function deleteDatastore(ctx: RouteContext): Promise<unknown> {
       digest === undefined ? {} : { expectDigest: digest },
     );
     task.log(`removed datastore '${name}' from the configuration`);
-    task.log(`the data in ${entry.props.path} was kept`);
+    if (destroy) await destroyDatastoreData(entry.props.path, task);
+    else task.log(`the data in ${entry.props.path} was kept`);
   });
 }
 
