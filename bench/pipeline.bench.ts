@@ -27,7 +27,7 @@ import { availableParallelism, loadavg } from 'node:os';
 import { ChunkSplitter } from '../src/chunker/buzhash.js';
 import { ChunkingSink } from '../src/client/backup-streams.js';
 import type { BackupWriter } from '../src/client/backup-writer.js';
-import { ChunkWorkerPool, uploadChunks } from '../src/client/chunk-pipeline.js';
+import { ChunkWorkerPool, uploadChunks, type UploadOptions } from '../src/client/chunk-pipeline.js';
 import { CryptConfig } from '../src/crypto/crypt-config.js';
 import { computeChunkDigest, encodeBlob } from '../src/format/data-blob.js';
 import { IndexCsumBuilder } from '../src/format/index-common.js';
@@ -134,31 +134,27 @@ function inline(crypt: CryptConfig | undefined): Promise<void> {
   return Promise.resolve();
 }
 
-async function pooled(pool: ChunkWorkerPool, crypt: CryptConfig | undefined): Promise<void> {
-  const writer = new NullWriter();
-  const result = await uploadChunks(chunks(), {
-    writer,
+/** One dynamic index into a NullWriter, nothing known. */
+function uploadOptions(pool: ChunkWorkerPool, crypt: CryptConfig | undefined): UploadOptions {
+  return {
+    writer: new NullWriter(),
     wid: 1,
     kind: 'dynamic',
     known: new Set(),
     pool,
     ...(crypt !== undefined ? { crypt } : {}),
-  });
+  };
+}
+
+async function pooled(pool: ChunkWorkerPool, crypt: CryptConfig | undefined): Promise<void> {
+  const result = await uploadChunks(chunks(), uploadOptions(pool, crypt));
   if (result.size !== SIZE) throw new Error(`size ${result.size} != ${SIZE}`);
 }
 
 /** The backup's path: a reused read buffer, the chunking sink, arena slots. */
 async function sunk(pool: ChunkWorkerPool, crypt: CryptConfig | undefined): Promise<void> {
-  const writer = new NullWriter();
   const sink = new ChunkingSink('bench', 4 * MiB);
-  const upload = uploadChunks(sink.queue, {
-    writer,
-    wid: 1,
-    kind: 'dynamic',
-    known: new Set(),
-    pool,
-    ...(crypt !== undefined ? { crypt } : {}),
-  });
+  const upload = uploadChunks(sink.queue, uploadOptions(pool, crypt));
   const piece = Buffer.allocUnsafe(PIECE);
   for (let at = 0; at < SIZE; at += PIECE) {
     const n = Math.min(PIECE, SIZE - at);

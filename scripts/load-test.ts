@@ -56,6 +56,7 @@ import {
   summarizeLog,
   type ServerProcess,
 } from '../test/helpers/load-server.js';
+import { makeRng } from '../test/helpers/rng.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const STORE = 'load';
@@ -107,18 +108,6 @@ function seededBytes(label: string, size: number): Buffer {
     block.copy(out, off, 0, Math.min(32, size - off));
   }
   return out;
-}
-
-/** A small PRNG (mulberry32) for the choice of snapshot to restore. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
 }
 
 function textBytes(label: string, size: number): Buffer {
@@ -274,7 +263,7 @@ async function runClient(
   const { state, pool } = ctx;
   const base = join(ctx.work, `client-${c}`);
   await mkdir(base, { recursive: true });
-  const random = prng(o.seed * 7919 + c);
+  const random = makeRng(o.seed * 7919 + c);
   const client = await PbsHttpClient.connect({
     host: '127.0.0.1',
     port: ctx.server.port,

@@ -14,23 +14,12 @@ import { PXAR } from '../../src/pxar/format.js';
 import { bytesRandomAccess } from '../../src/pxar/random-access.js';
 import { buildArchive, concat, type TreeNode } from './pxar-builder.js';
 import { decodeAll, pathText, walkAccessor } from './pxar-walk.js';
+import { makeRng } from './rng.js';
 
 export interface FuzzSample {
   readonly label: string;
   readonly archive: Uint8Array;
   readonly payload?: Uint8Array;
-}
-
-/** mulberry32: small, fast and good enough to drive mutations reproducibly. */
-export function makeRng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 const int = (rng: () => number, n: number): number => Math.floor(rng() * n);

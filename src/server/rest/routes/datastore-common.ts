@@ -218,27 +218,17 @@ export function checkBackupOwner(owner: Authid, caller: Authid): void {
   }
 }
 
-
 /**
- * What a route does with a datastore, for the maintenance-mode check at lookup (PBS's
- * `Operation`): `lookup` (PBS's None) only reads the configuration and is never refused.
- */
-export type DatastoreOperation = 'read' | 'write' | 'lookup';
-
-/**
- * Open a configured datastore (NOT_FOUND for an unknown name) for `operation`: a read-only
- * datastore refuses writes, an offline one refuses reads too (checkMaintenance).
+ * Open a configured datastore (NOT_FOUND for an unknown name) for `operation`, PBS's
+ * lookup_datastore with an Operation: a read-only datastore refuses writes, an offline one
+ * refuses reads too (DataStore.checkMaintenance).
  */
 export function openStore(
   deps: ServerDeps,
   name: string,
-  operation: DatastoreOperation,
+  operation: 'read' | 'write',
 ): Promise<DataStore> {
-  return DataStore.lookup(name, {
-    dirs: deps.dirs,
-    log: (line) => deps.log.info(line),
-    ...(operation === 'lookup' ? {} : { operation }),
-  });
+  return DataStore.lookup(name, { dirs: deps.dirs, log: (line) => deps.log.info(line), operation });
 }
 
 /**
