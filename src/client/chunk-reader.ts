@@ -98,7 +98,7 @@ export function workerChunkFileDecoder(pool: ChunkWorkerPool): ChunkFileDecoder 
 export interface ArchiveReaderOptions {
   /** Bytes of decoded chunks the random-access cache may hold (default 32 MiB). */
   cacheBytes?: number;
-  /** Chunks in flight ahead of the consumer (default 4; 0 disables read-ahead). */
+  /** Chunks in flight ahead of the consumer (default DEFAULT_PREFETCH; 0 disables read-ahead). */
   prefetch?: number;
   /** How chunks are decoded (default decodeChunkHere). */
   decode?: ChunkDecoder;

@@ -357,6 +357,8 @@ export class InjectingWriter implements BackupWriter {
 // ---------------------------------------------------------------------------------------------
 // The previous archive, a directory at a time
 
+const SLASH = 0x2f;
+
 /** A name as a map key: one char per byte, read in place (Buffer.from(array) would copy it). */
 const keyOf = (name: Uint8Array): string =>
   Buffer.from(name.buffer, name.byteOffset, name.byteLength).toString('latin1');
@@ -375,6 +377,9 @@ interface Listing {
 export class PreviousTree {
   readonly #accessor: PxarAccessor;
   #stack: Listing[] | undefined;
+  /** The parent path (raw bytes) of the last lookup and its listing: files come a directory at a time. */
+  #lastParent: Uint8Array | undefined;
+  #lastDir: Listing | undefined;
 
   constructor(accessor: PxarAccessor) {
     this.#accessor = accessor;
@@ -382,10 +387,19 @@ export class PreviousTree {
 
   /** The previous entry at `path` (relative, '/'-separated), or undefined. */
   async entry(path: Uint8Array): Promise<AccessorEntry | undefined> {
+    const slash = path.lastIndexOf(SLASH);
+    const parent = path.subarray(0, Math.max(slash, 0));
+    const last = path.subarray(slash + 1);
+    if (last.length > 0 && this.#lastParent !== undefined && bytesEqual(parent, this.#lastParent))
+      return this.#lastDir?.children.get(keyOf(last));
     const components = splitPath(path).map(keyOf);
     const name = components.pop();
     if (name === undefined) return this.#accessor.root();
     const dir = await this.#listing(components);
+    if (last.length > 0) {
+      this.#lastParent = parent.slice();
+      this.#lastDir = dir;
+    }
     return dir?.children.get(name);
   }
 

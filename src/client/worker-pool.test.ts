@@ -25,7 +25,8 @@ const HELLO_KEYED_DIGEST = 'e42969791f6be2979d8edfb1b9c16f480285a05238251e749a37
 
 let pool: ChunkWorkerPool;
 beforeAll(() => {
-  pool = ChunkWorkerPool.create(2);
+  // No inline budget: every job below runs on a worker thread.
+  pool = ChunkWorkerPool.create(2, 0);
 });
 afterAll(async () => {
   await pool.close();
@@ -100,7 +101,7 @@ describe('ChunkWorkerPool', () => {
   });
 
   it('close() fails pending jobs, refuses new ones and is idempotent', async () => {
-    const p = ChunkWorkerPool.create(1);
+    const p = ChunkWorkerPool.create(1, 0);
     const jobs = Array.from({ length: 5 }, () =>
       rejectionCodeOf(p.process(new Uint8Array(1 << 20))),
     );
@@ -130,6 +131,7 @@ describe('ChunkWorkerPool', () => {
     expect(arena.inUse).toBe(3);
     ja.drop(); // a dropped job's slot is free at once
     expect(arena.inUse).toBe(2);
+    expect(await rejectionCodeOf(ja.encode())).toBe('INTERNAL'); // not a promise that hangs
     const blob = await jb.encode(); // an encoded job's slot is free when the blob arrives
     expect(arena.inUse).toBe(1);
     expect(decodeBlob(blob)).toEqual(new Uint8Array(6000).fill(2));
@@ -220,12 +222,94 @@ describe('ChunkWorkerPool', () => {
   });
 });
 
+describe('ChunkWorkerPool: jobs on the calling thread while the inline budget lasts', () => {
+  it('gives the workers\' results without starting a thread (spec vectors #6, #7)', async () => {
+    const here = ChunkWorkerPool.create(2, 1 << 30);
+    try {
+      const plain = await here.process(HELLO, undefined, false);
+      expect(toHex(plain.digest)).toBe(HELLO_PLAIN_DIGEST);
+      expect(toHex(plain.encoded)).toBe('42ab3807be8370a185114a0d68656c6c6f20776f726c64');
+      const crypt = new CryptConfig(SPEC_ENC_KEY);
+      const enc = await here.process(HELLO, crypt);
+      expect(toHex(enc.digest)).toBe(HELLO_KEYED_DIGEST);
+      expect(new TextDecoder().decode(decodeBlob(enc.encoded, { crypt }))).toBe('hello world');
+
+      // Two-step jobs, with chunks in arena slots: a slot is free once dropped or encoded.
+      const arena = new ChunkArena(64 * 1024, 2);
+      const a = arena.take()!.fill(1, 0, 5000).subarray(0, 5000);
+      const b = arena.take()!.fill(2, 0, 6000).subarray(0, 6000);
+      const ja = here.submit(a, { transfer: true });
+      const jb = here.submit(b, { transfer: true });
+      expect(toHex(await ja.digest)).toBe(sha256(new Uint8Array(5000).fill(1)));
+      expect(toHex(await jb.digest)).toBe(sha256(new Uint8Array(6000).fill(2)));
+      expect(arena.inUse).toBe(2);
+      ja.drop();
+      expect(arena.inUse).toBe(1);
+      expect(decodeBlob(await jb.encode())).toEqual(new Uint8Array(6000).fill(2));
+      expect(arena.inUse).toBe(0);
+      // encode() twice, or after drop(), is refused as on a worker.
+      expect(await rejectionCodeOf(ja.encode())).toBe('INTERNAL');
+
+      // Decode jobs keep their checks.
+      const data = new Uint8Array(200_000).map((_, i) => i % 7);
+      const { digest, encoded } = await here.process(data, crypt);
+      const check = { crypt, expectedDigest: digest, expectedSize: data.byteLength };
+      expect(await here.decode(encoded, check)).toEqual(data);
+      const wrong = new Uint8Array(digest);
+      wrong[0]! ^= 1;
+      expect(await rejectionCodeOf(here.decode(encoded, { ...check, expectedDigest: wrong }))).toBe(
+        'DIGEST_MISMATCH',
+      );
+      expect(await rejectionCodeOf(here.decode(encoded, { ...check, expectedSize: 5 }))).toBe(
+        'SIZE_MISMATCH',
+      );
+      const missing = join(tmpdir(), 'burrow-no-such-chunk-' + 'ab'.repeat(32));
+      expect(await rejectionCodeOf(here.decodeFile(missing, check))).toBe('NOT_FOUND');
+      expect(here.runningThreads).toBe(0);
+      expect(here.pendingJobs).toBe(0);
+    } finally {
+      await here.close();
+    }
+  });
+
+  it('starts threads once the budget is spent, or all at once with startThreads()', async () => {
+    const small = ChunkWorkerPool.create(2, 100_000);
+    const later = ChunkWorkerPool.create(2);
+    try {
+      const first = await small.process(new Uint8Array(60_000).fill(1));
+      expect(small.runningThreads).toBe(0);
+      expect(toHex(first.digest)).toBe(sha256(new Uint8Array(60_000).fill(1)));
+      // 60,000 of 100,000 bytes spent: this job still runs here, and spends the rest.
+      await small.process(new Uint8Array(60_000).fill(2));
+      expect(small.runningThreads).toBe(0);
+      const inputs = Array.from({ length: 6 }, (_, i) => new Uint8Array(30_000).fill(i));
+      const results = await Promise.all(inputs.map((d) => small.process(d)));
+      expect(small.runningThreads).toBeGreaterThan(0);
+      results.forEach((r, i) => expect(toHex(r.digest)).toBe(sha256(inputs[i]!)));
+
+      later.startThreads();
+      expect(later.runningThreads).toBe(2);
+      expect(toHex((await later.process(HELLO, undefined, false)).digest)).toBe(
+        HELLO_PLAIN_DIGEST,
+      );
+    } finally {
+      await small.close();
+      await later.close();
+    }
+  });
+
+  it('refuses a bad budget', () => {
+    expect(codeOf(() => ChunkWorkerPool.create(1, -1))).toBe('INVALID_ARGUMENT');
+    expect(codeOf(() => ChunkWorkerPool.create(1, 0.5))).toBe('INVALID_ARGUMENT');
+  });
+});
+
 describe('ChunkWorkerPool in a plain process (node --import tsx)', () => {
   // The script imports the TypeScript source: the worker must start from chunk-worker.ts, and an
   // idle pool, closed or not, must not keep the process alive.
   const script = (close: boolean): string => `
     import { ChunkWorkerPool } from ${JSON.stringify(new URL('./worker-pool.ts', import.meta.url).href)};
-    const pool = ChunkWorkerPool.create(2);
+    const pool = ChunkWorkerPool.create(2, 0);
     const r = await pool.process(new TextEncoder().encode('hello world'), undefined, false);
     console.log(Buffer.from(r.digest).toString('hex'));
     ${close ? 'await pool.close();' : ''}

@@ -24,9 +24,11 @@ import { availableParallelism } from 'node:os';
 import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import type { CryptConfig } from '../crypto/crypt-config.js';
+import { readChunkFileSync } from '../datastore/chunk-file.js';
+import { computeChunkDigest, decodeBlob, encodeBlob } from '../format/data-blob.js';
 import { BLOB_ZSTD_LEVEL } from '../format/magic.js';
 import type { ErrorCode } from '../lib/errors.js';
-import { BurrowError, ERROR_CODES } from '../lib/errors.js';
+import { BurrowError, ERROR_CODES, isBurrowError } from '../lib/errors.js';
 import type {
   ChunkFileRef,
   FromWorker,
@@ -36,6 +38,14 @@ import type {
 } from './chunk-worker.js';
 
 export const MAX_JOBS_PER_WORKER = 2;
+
+/**
+ * Bytes of chunk data a pool handles on the calling thread before it starts its first worker
+ * (ChunkWorkerPool.create's default). An unchanged metadata-mode backup hashes about 1 MiB (its new
+ * metadata archive); a thread for that costs a Node isolate and its module loading, about
+ * 0.1 CPU-seconds, where the work itself takes a few milliseconds.
+ */
+export const DEFAULT_INLINE_BYTES = 4 * 1024 * 1024;
 
 /** A chunk in the two-step protocol: the digest first, then encode() if the chunk is new, else drop(). */
 export interface ChunkJob {
@@ -183,6 +193,8 @@ interface Job {
   worker: PoolWorker | undefined;
   digest: Deferred<Uint8Array>;
   encoded: Deferred<Uint8Array>;
+  /** A digest job handled on the calling thread: its data, until encode() or drop(). */
+  heldHere?: Uint8Array;
 }
 
 interface PoolWorker {
@@ -211,6 +223,14 @@ function ownedCopy(a: Uint8Array): Uint8Array {
   const out = new Uint8Array(Buffer.allocUnsafeSlow(a.byteLength).buffer, 0, a.byteLength);
   out.set(a);
   return out;
+}
+
+/**
+ * A digest that is safe to post: structured cloning a view copies its whole ArrayBuffer, which for
+ * a digest read out of an index Buffer was the whole index, once per chunk.
+ */
+function ownDigest(digest: Uint8Array): Uint8Array {
+  return digest.byteLength === digest.buffer.byteLength ? digest : new Uint8Array(digest);
 }
 
 function rebuildError(data: WorkerErrorData): BurrowError {
@@ -273,13 +293,23 @@ export class ChunkWorkerPool {
   #nextKeyId = 1;
   #nextJobId = 1;
   #closed = false;
+  /** Bytes the calling thread may still handle itself before the first worker starts. */
+  #inlineLeft: number;
 
-  private constructor(threads: number) {
+  private constructor(threads: number, inlineBytes: number) {
     this.threads = threads;
+    this.#inlineLeft = inlineBytes;
   }
 
-  /** A pool of `threads` workers (default: os.availableParallelism()), started with the first jobs. */
-  static create(threads: number = availableParallelism()): ChunkWorkerPool {
+  /**
+   * A pool of `threads` workers (default: os.availableParallelism()), started with the first jobs
+   * once the first `inlineBytes` (default DEFAULT_INLINE_BYTES; 0: none) of chunk data have been
+   * handled on the calling thread, so that a backup with next to nothing new starts no thread.
+   */
+  static create(
+    threads: number = availableParallelism(),
+    inlineBytes: number = DEFAULT_INLINE_BYTES,
+  ): ChunkWorkerPool {
     if (!Number.isSafeInteger(threads) || threads < 1 || threads > 256) {
       throw new BurrowError(
         'INVALID_ARGUMENT',
@@ -287,9 +317,28 @@ export class ChunkWorkerPool {
         { details: { threads } },
       );
     }
-    // Threads start with the first jobs (#dispatch): a backup that finds everything unchanged
-    // needs one or two jobs, and each thread costs a Node isolate and its module loading.
-    return new ChunkWorkerPool(threads);
+    if (!Number.isSafeInteger(inlineBytes) || inlineBytes < 0)
+      throw new BurrowError('INVALID_ARGUMENT', `bad inline byte budget ${String(inlineBytes)}`, {
+        details: { inlineBytes },
+      });
+    return new ChunkWorkerPool(threads, inlineBytes);
+  }
+
+  /**
+   * Starts every thread now instead of with the first jobs, for work that will surely need them
+   * (a restore of a chunked archive): a thread takes a few hundred milliseconds to load its
+   * modules, which then overlap the caller's own start (reading the indexes). Jobs go to the
+   * threads from here on, none is handled on the calling thread.
+   */
+  startThreads(): void {
+    if (this.#closed) return;
+    this.#inlineLeft = 0;
+    while (this.#workers.length < this.threads) this.#spawn();
+  }
+
+  /** Threads started and alive. */
+  get runningThreads(): number {
+    return this.#workers.length;
   }
 
   get closed(): boolean {
@@ -410,7 +459,11 @@ export class ChunkWorkerPool {
   }
 
   #requestEncode(job: Job): Promise<Uint8Array> {
-    if (job.state === 'held' && job.worker !== undefined) {
+    if (job.state === 'held' && job.heldHere !== undefined) {
+      const data = job.heldHere;
+      job.heldHere = undefined;
+      this.#runHere(job, () => this.#encodeHere(job, data));
+    } else if (job.state === 'held' && job.worker !== undefined) {
       job.state = 'encoding';
       this.#post(job.worker, { type: 'encode', id: job.id });
     } else if (job.state !== 'done') {
@@ -432,6 +485,12 @@ export class ChunkWorkerPool {
       this.#fail(job, new BurrowError('INTERNAL', `chunk job ${job.id} was dropped`));
       return;
     }
+    if (job.state === 'held' && job.heldHere !== undefined) {
+      job.heldHere = undefined;
+      this.#freeSlot(job);
+      this.#fail(job, new BurrowError('INTERNAL', `chunk job ${job.id} was dropped`));
+      return;
+    }
     if (job.state === 'done' || job.worker === undefined) return;
     const w = job.worker;
     // A job still digesting is dropped when its digest arrives (the worker holds it then).
@@ -439,7 +498,8 @@ export class ChunkWorkerPool {
       // The worker reads a held chunk only to encode it, which it will not be asked to do now.
       this.#post(w, { type: 'drop', id: job.id });
       this.#freeSlot(job);
-      this.#finish(job);
+      // A later encode() gets this instead of a promise that never settles.
+      this.#fail(job, new BurrowError('INTERNAL', `chunk job ${job.id} was dropped`));
     } else if (job.state === 'digesting') {
       job.state = 'done';
       job.encoded.reject(new BurrowError('INTERNAL', `chunk job ${job.id} was dropped`));
@@ -571,9 +631,87 @@ export class ChunkWorkerPool {
     return id;
   }
 
+  /**
+   * A job done on the calling thread, as a worker would do it (chunk-worker.ts), while the inline
+   * budget lasts. Called synchronously from #submit: the caller gets settled promises.
+   */
+  #handleHere(job: Job): void {
+    const data = job.data;
+    this.#inlineLeft -= job.data?.byteLength ?? job.expectedSize ?? 0;
+    job.data = undefined;
+    this.#runHere(job, () => {
+      const bytes = data ?? readChunkFileSync(job.file!.chunkFile);
+      switch (job.want) {
+        case 'decode':
+          // Never decode unchecked, here as on a worker: a restore relies on this check.
+          if (job.expectedDigest === undefined || job.expectedSize === undefined)
+            throw new BurrowError('INTERNAL', `decode job ${job.id} without a digest to check`);
+          job.state = 'encoding';
+          job.encoded.resolve(
+            decodeBlob(bytes, {
+              crypt: job.crypt,
+              expectedDigest: job.expectedDigest,
+              expectedSize: job.expectedSize,
+              checkCrc: false,
+            }),
+          );
+          this.#finish(job);
+          return;
+        case 'digest':
+          job.digest.resolve(computeChunkDigest(bytes, job.crypt));
+          job.state = 'held';
+          job.heldHere = bytes;
+          return;
+        case 'both':
+          job.digest.resolve(computeChunkDigest(bytes, job.crypt));
+          this.#encodeHere(job, bytes);
+          return;
+        case 'encode':
+          this.#encodeHere(job, bytes);
+          return;
+      }
+    });
+  }
+
+  #encodeHere(job: Job, data: Uint8Array): void {
+    job.state = 'encoding';
+    const encoded = encodeBlob(data, {
+      compress: job.level > 0,
+      level: job.level,
+      crypt: job.crypt,
+    });
+    this.#freeSlot(job);
+    job.encoded.resolve(encoded);
+    this.#finish(job);
+  }
+
+  /** Runs one inline step; a failure fails the job with the error a worker would have sent. */
+  #runHere(job: Job, step: () => void): void {
+    try {
+      step();
+    } catch (error) {
+      job.heldHere = undefined;
+      this.#freeSlot(job);
+      this.#fail(
+        job,
+        isBurrowError(error)
+          ? error
+          : new BurrowError('INTERNAL', `chunk job ${job.id}: ${(error as Error).message}`, {
+              cause: error,
+            }),
+      );
+    }
+  }
+
   #dispatch(): void {
     if (this.#closed) return;
     while (this.#queue.length > 0) {
+      if (this.#workers.length === 0 && this.#inlineLeft > 0) {
+        this.#handleHere(this.#queue.shift()!);
+        continue;
+      }
+      // Once a thread runs, every job goes to the threads.
+      this.#inlineLeft = 0;
       let best: PoolWorker | undefined;
       for (const w of this.#workers) {
         if (
@@ -621,7 +759,7 @@ export class ChunkWorkerPool {
         level: job.level,
         ...(job.expectedDigest === undefined
           ? {}
-          : { expectedDigest: job.expectedDigest, expectedSize: job.expectedSize! }),
+          : { expectedDigest: ownDigest(job.expectedDigest), expectedSize: job.expectedSize! }),
       };
       job.data = undefined;
       if (data === undefined || slot !== undefined) {

@@ -189,7 +189,9 @@ export class DynamicIndex implements DynamicIndexHeader {
   digest(position: number): Uint8Array {
     checkPosition('dynamic', position, this.count);
     const at = INDEX_HEADER_SIZE + position * DYNAMIC_INDEX_ENTRY_SIZE + ENTRY_DIGEST_OFFSET;
-    return this.#bytes.slice(at, at + INDEX_CSUM_SIZE);
+    // A copy of its own: the index bytes may be a Buffer, whose slice() is a view that would pin
+    // (and, posted to a worker, copy) the whole index.
+    return new Uint8Array(this.#bytes.subarray(at, at + INDEX_CSUM_SIZE));
   }
 
   chunkRange(position: number): ChunkRange {

@@ -37,7 +37,7 @@ import {
   readlinkSync,
   statfsSync,
 } from 'node:fs';
-import type { BigIntStats } from 'node:fs';
+import type { BigIntStats, Dirent } from 'node:fs';
 import { BurrowError } from '../lib/errors.js';
 import type { CatalogWriter } from '../format/catalog.js';
 import { S_IFMT, S_IFREG, compareNames, joinPath, kindOfMode } from './format.js';
@@ -204,7 +204,19 @@ interface Listed {
   readonly name: Buffer;
   readonly path: Buffer;
   readonly rel: Uint8Array;
-  readonly stats: BigIntStats;
+  /**
+   * From the directory entry's type. Files and directories are stat'ed once opened (fstat), as
+   * they must be anyway, so the listing costs them no lstat; the others carry theirs in `stats`.
+   */
+  readonly kind: FileKind | undefined;
+  readonly stats: BigIntStats | undefined;
+}
+
+/** The lstat an entry was listed with: every kind but files and directories has one. */
+function listedStats(entry: Listed): BigIntStats {
+  if (entry.stats === undefined)
+    throw new BurrowError('INTERNAL', `${displayPath(entry.path)} was listed without its stat`);
+  return entry.stats;
 }
 
 /** The source directory's metadata, for PxarEncoder.begin. */
@@ -368,15 +380,15 @@ class Walker {
 
   /** Archives the children of the directory at `path` (`rel` from the archive root). */
   private async directoryContents(path: Buffer, rel: Uint8Array, isRoot: boolean): Promise<void> {
-    const names = this.readNames(path);
+    const dirents = this.readEntries(path);
     // Only a listed .pxarexclude is read: trying every directory costs an ENOENT error each.
     this.matcher.push(
       rel,
-      names.some((n) => n.equals(PXAREXCLUDE_NAME)) ? this.readExcludeFile(path) : [],
+      dirents.some((d) => d.name.equals(PXAREXCLUDE_NAME)) ? this.readExcludeFile(path) : [],
     );
     const openBefore = this.open;
     try {
-      const list = this.list(path, rel, isRoot, names);
+      const list = this.list(path, rel, isRoot, dirents);
       for (const entry of list) await this.entry(entry);
       if (isRoot && this.cliPatterns.length > 0 && this.encoder.formatVersion === 1)
         await this.addExcludeCli();
@@ -402,10 +414,13 @@ class Walker {
     });
   }
 
-  /** The directory's entry names; one that cannot be read is archived empty, with a warning. */
-  private readNames(path: Buffer): Buffer[] {
+  /**
+   * The directory's entries with their types (Node lstat()s those whose type the file system
+   * does not report); one that cannot be read is archived empty, with a warning.
+   */
+  private readEntries(path: Buffer): Dirent<Buffer>[] {
     try {
-      return readdirSync(path, { encoding: 'buffer' });
+      return readdirSync(path, { encoding: 'buffer', withFileTypes: true });
     } catch (error) {
       this.warn(`cannot read the directory, archived empty: ${messageOf(error)}`, path);
       return [];
@@ -413,25 +428,39 @@ class Walker {
   }
 
   /** The directory's entries that are not excluded, sorted by raw name bytes. */
-  private list(path: Buffer, rel: Uint8Array, isRoot: boolean, names: Buffer[]): Listed[] {
+  private list(
+    path: Buffer,
+    rel: Uint8Array,
+    isRoot: boolean,
+    dirents: Dirent<Buffer>[],
+  ): Listed[] {
     const listed: Listed[] = [];
-    for (const name of names) {
+    for (const dirent of dirents) {
+      const name = dirent.name;
       // A real root .pxarexclude-cli would clash with the one the archiver writes (§10 item 5).
       if (isRoot && name.equals(EXCLUDE_CLI_NAME)) continue;
       const childPath = Buffer.concat([path, SLASH, name]);
+      let kind: FileKind | undefined = dirent.isFile()
+        ? 'file'
+        : dirent.isDirectory()
+          ? 'directory'
+          : undefined;
       let stats: BigIntStats | undefined;
-      try {
-        stats = lstatSync(childPath, { bigint: true, throwIfNoEntry: false });
-      } catch (error) {
-        this.warn(`cannot stat, skipped: ${messageOf(error)}`, childPath);
-        continue;
-      }
-      if (stats === undefined) {
-        this.warn('file vanished before it could be archived', childPath);
-        continue;
+      if (kind === undefined) {
+        try {
+          stats = lstatSync(childPath, { bigint: true, throwIfNoEntry: false });
+        } catch (error) {
+          this.warn(`cannot stat, skipped: ${messageOf(error)}`, childPath);
+          continue;
+        }
+        if (stats === undefined) {
+          this.warn('file vanished before it could be archived', childPath);
+          continue;
+        }
+        kind = kindOfMode(Number(stats.mode));
       }
       const childRel = joinPath(rel, name);
-      if (this.matcher.match(childRel, stats.isDirectory()) === 'exclude') {
+      if (this.matcher.match(childRel, kind === 'directory') === 'exclude') {
         this.excluded++;
         continue;
       }
@@ -442,7 +471,7 @@ class Walker {
           `more than ${this.limit} entries in the open directories at ${displayPath(childPath)}: raise the entry limit`,
           { details: { entryLimit: this.limit, path: displayPath(childPath) } },
         );
-      listed.push({ name, path: childPath, rel: childRel, stats });
+      listed.push({ name, path: childPath, rel: childRel, kind, stats });
     }
     return listed.sort((a, b) => compareNames(a.name, b.name));
   }
@@ -454,7 +483,7 @@ class Walker {
       bytes: this.bytes,
       path: displayPath(entry.rel),
     });
-    const kind = kindOfMode(Number(entry.stats.mode));
+    const kind = entry.kind;
     switch (kind) {
       case 'file':
         return this.file(entry);
@@ -473,7 +502,7 @@ class Walker {
         return this.special(entry, kind);
       case undefined:
         this.warn(
-          `unknown file type 0o${(Number(entry.stats.mode) & S_IFMT).toString(8)}, skipped`,
+          `unknown file type 0o${(Number(entry.stats?.mode ?? 0) & S_IFMT).toString(8)}, skipped`,
           entry.path,
         );
         return;
@@ -498,16 +527,6 @@ class Walker {
   }
 
   private async file(entry: Listed): Promise<void> {
-    const { stats } = entry;
-    const linkKey = stats.nlink > 1n ? `${stats.dev}:${stats.ino}` : undefined;
-    const first = linkKey === undefined ? undefined : this.hardlinks.get(linkKey);
-    if (first !== undefined) {
-      await this.encoder.addHardlink(entry.name, first.path, first.offset);
-      this.options.catalog?.addHardlink(entry.name);
-      this.counts.hardlink++;
-      return;
-    }
-
     let fd: number;
     try {
       fd = openNoAtime(
@@ -522,6 +541,14 @@ class Walker {
       const opened = fstatSync(fd, { bigint: true });
       if ((Number(opened.mode) & S_IFMT) !== S_IFREG) {
         this.warn('the entry is no longer a regular file, skipped', entry.path);
+        return;
+      }
+      const linkKey = opened.nlink > 1n ? `${opened.dev}:${opened.ino}` : undefined;
+      const first = linkKey === undefined ? undefined : this.hardlinks.get(linkKey);
+      if (first !== undefined) {
+        await this.encoder.addHardlink(entry.name, first.path, first.offset);
+        this.options.catalog?.addHardlink(entry.name);
+        this.counts.hardlink++;
         return;
       }
       const metadata = this.reader.read(entry.path, opened, fd);
@@ -785,7 +812,7 @@ class Walker {
       if (this.skipped(error, entry.path, 'cannot read the symlink')) return;
       throw ioError('readlink', entry.path, error);
     }
-    const metadata = this.reader.read(entry.path, entry.stats);
+    const metadata = this.reader.read(entry.path, listedStats(entry));
     await this.encoder.addSymlink(entry.name, metadata, target);
     this.options.catalog?.addSymlink(entry.name);
     this.counts.symlink++;
@@ -795,12 +822,13 @@ class Walker {
     entry: Listed,
     kind: 'block-device' | 'char-device' | 'fifo' | 'socket',
   ): Promise<void> {
-    const metadata = this.reader.read(entry.path, entry.stats);
+    const stats = listedStats(entry);
+    const metadata = this.reader.read(entry.path, stats);
     const catalog = this.options.catalog;
     switch (kind) {
       case 'block-device':
       case 'char-device': {
-        const { major, minor } = splitDeviceNumber(entry.stats.rdev);
+        const { major, minor } = splitDeviceNumber(stats.rdev);
         await this.encoder.addDevice(entry.name, metadata, major, minor);
         if (kind === 'block-device') catalog?.addBlockDevice(entry.name);
         else catalog?.addCharDevice(entry.name);

@@ -8,6 +8,7 @@ import type { Command } from 'commander';
 import { workerChunkDecoder, workerChunkFileDecoder } from '../../client/chunk-reader.js';
 import { restoreArchive } from '../../client/restore.js';
 import { ChunkWorkerPool } from '../../client/worker-pool.js';
+import { archiveTypeOf, serverArchiveName } from '../../format/manifest.js';
 import type { OverwriteKind } from '../../pxar/extractor.js';
 import { formatSnapshot } from '../../types/backup.js';
 import { createActivityDisplay, formatDuration, formatRate } from '../activity-display.js';
@@ -87,6 +88,8 @@ async function restoreCommand(
   let stats;
   // Chunks are checked and decoded on worker threads, beside the main thread's file writes.
   const pool = ChunkWorkerPool.create();
+  // Threads load while the indexes are read; a blob needs none.
+  if (isChunkedArchive(archiveName)) pool.startThreads();
   try {
     const reader = await repo.openReader(dir);
     try {
@@ -168,4 +171,13 @@ export function registerRestoreCommand(program: Command): void {
     .option('--ignore-fcaps', 'do not restore file capabilities')
     .addOption(outputFormatOption())
     .action(restoreCommand);
+}
+
+/** Whether `archiveName` names an index (whose chunks the workers decode); a bad name is not. */
+function isChunkedArchive(archiveName: string): boolean {
+  try {
+    return archiveTypeOf(serverArchiveName(archiveName)) !== 'blob';
+  } catch {
+    return false; // restoreArchive reports the bad name
+  }
 }
