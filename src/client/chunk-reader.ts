@@ -28,6 +28,7 @@ import type { RandomAccess } from '../pxar/format.js';
 import { formatSnapshot } from '../types/backup.js';
 import type { CryptMode } from '../types/crypt-mode.js';
 import type { BackupReader } from './backup-writer.js';
+import type { ChunkPlan } from './chunk-plan.js';
 import type { ChunkWorkerPool } from './worker-pool.js';
 
 /** Decoded chunks kept for random access: eight PBS-sized (4 MiB) chunks. */
@@ -95,6 +96,21 @@ export function workerChunkFileDecoder(pool: ChunkWorkerPool): ChunkFileDecoder 
     });
 }
 
+/**
+ * Decodes a stored chunk (a chunk file, or raw bytes fetched) with the checks of ChunkDecoder and
+ * carries out a ChunkPlan with it where it was decoded (chunk-plan.ts).
+ */
+export type ChunkPlanRunner = (
+  source: { chunkFile: string } | Uint8Array,
+  options: { crypt?: CryptConfig; expectedDigest: Uint8Array; expectedSize: number },
+  plan: ChunkPlan,
+) => Promise<void>;
+
+/** A ChunkPlanRunner on `pool`'s threads; fetched raw bytes are moved there. */
+export function workerChunkPlanRunner(pool: ChunkWorkerPool): ChunkPlanRunner {
+  return (source, options, plan) => pool.decodeAndWrite(source, options, plan, true);
+}
+
 export interface ArchiveReaderOptions {
   /** Bytes of decoded chunks the random-access cache may hold (default 32 MiB). */
   cacheBytes?: number;
@@ -104,6 +120,8 @@ export interface ArchiveReaderOptions {
   decode?: ChunkDecoder;
   /** Used instead of reader.chunk() and `decode` when the reader names chunk files (local). */
   decodeFile?: ChunkFileDecoder;
+  /** Enables ArchiveReader.writeFromChunk (restores that write file contents off this thread). */
+  runPlan?: ChunkPlanRunner;
 }
 
 /** One chunk of the index: where it lies in the archive and what it must hash to. */
@@ -158,10 +176,20 @@ export interface ArchiveReader extends RandomAccess {
   /** The chunks covering a range in order, with a window of fetches ahead of the consumer. */
   chunks(options?: ChunkIterationOptions): AsyncIterable<ArchiveChunkData>;
   chunk(position: number): ArchiveChunk;
+  /** The position of the chunk holding archive byte `offset` (0 <= offset < size). */
+  positionOf(offset: number): number;
   /** Whether chunk `position`'s digest is the one of all zero bytes of its length. */
   isZeroChunk(position: number): boolean;
   /** Decoded, checked content of one chunk (through the cache). */
   readChunk(position: number): Promise<Uint8Array>;
+  /** Whether writeFromChunk() can be used (the reader was given a runPlan). */
+  readonly writesFromChunks: boolean;
+  /**
+   * Fetches chunk `position` and has it decoded, checked and `plan` carried out where the
+   * runPlan option does that (a worker thread); nothing of the chunk comes back here. Failures
+   * name the archive offset, as reads do. Not cached: each call decodes the chunk.
+   */
+  writeFromChunk(position: number, plan: ChunkPlan): Promise<void>;
 }
 
 interface IndexView {
@@ -367,6 +395,7 @@ class ChunkedArchiveReader implements ArchiveReader {
   readonly #prefetch: number;
   readonly #decode: ChunkDecoder;
   readonly #decodeFile: ChunkFileDecoder | undefined;
+  readonly #runPlan: ChunkPlanRunner | undefined;
   readonly #zeroDigests = new Map<number, string>();
   /** Last chunk a readAt touched, to notice forward walks. */
   #lastPosition = -1;
@@ -394,11 +423,57 @@ class ChunkedArchiveReader implements ArchiveReader {
     this.#prefetch = options.prefetch ?? DEFAULT_PREFETCH;
     this.#decode = options.decode ?? decodeChunkHere;
     this.#decodeFile = reader.chunkFile !== undefined ? options.decodeFile : undefined;
+    this.#runPlan = options.runPlan;
+  }
+
+  get writesFromChunks(): boolean {
+    return this.#runPlan !== undefined;
+  }
+
+  async writeFromChunk(position: number, plan: ChunkPlan): Promise<void> {
+    const runPlan = this.#runPlan;
+    if (runPlan === undefined)
+      throw new BurrowError('INTERNAL', `${this.archiveName}: writeFromChunk without runPlan`);
+    const chunk = this.chunk(position);
+    const check = {
+      ...(this.#crypt !== undefined ? { crypt: this.#crypt } : {}),
+      expectedDigest: chunk.digest,
+      expectedSize: chunk.end - chunk.start,
+    };
+    try {
+      const reader = this.#reader;
+      await runPlan(
+        reader.chunkFile !== undefined
+          ? { chunkFile: reader.chunkFile(chunk.digest) }
+          : await reader.chunk(chunk.digest),
+        check,
+        plan,
+      );
+    } catch (error) {
+      throw archiveError(error, this.snapshot, this.archiveName, this.#context(chunk));
+    }
+  }
+
+  #context(chunk: ArchiveChunk): {
+    what: string;
+    offset: number;
+    extra: Record<string, unknown>;
+  } {
+    const hex = toHex(chunk.digest);
+    return {
+      what: `chunk ${chunk.position} (${hex})`,
+      offset: chunk.start,
+      extra: { chunk: chunk.position, digest: hex, chunkEnd: chunk.end },
+    };
   }
 
   chunk(position: number): ArchiveChunk {
     const { start, end } = this.#index.range(position);
     return { position, start, end, digest: this.#index.digest(position) };
+  }
+
+  positionOf(offset: number): number {
+    return this.#index.positionOf(offset);
   }
 
   isZeroChunk(position: number): boolean {
@@ -414,12 +489,7 @@ class ChunkedArchiveReader implements ArchiveReader {
 
   /** Fetch, decode and check one chunk; every failure names the archive offset. */
   async #fetch(chunk: ArchiveChunk): Promise<Uint8Array> {
-    const hex = toHex(chunk.digest);
-    const context = {
-      what: `chunk ${chunk.position} (${hex})`,
-      offset: chunk.start,
-      extra: { chunk: chunk.position, digest: hex, chunkEnd: chunk.end },
-    };
+    const context = this.#context(chunk);
     const check = {
       ...(this.#crypt !== undefined ? { crypt: this.#crypt } : {}),
       expectedDigest: chunk.digest,

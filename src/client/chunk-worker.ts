@@ -16,13 +16,14 @@ import { parentPort } from 'node:worker_threads';
 import { CryptConfig } from '../crypto/crypt-config.js';
 import { computeChunkDigest, decodeBlob, encodeBlob } from '../format/data-blob.js';
 import { readChunkFileSync } from '../datastore/chunk-file.js';
+import { applyChunkPlan, type ChunkPlan } from './chunk-plan.js';
 import { BurrowError, isBurrowError } from '../lib/errors.js';
 
 /**
  * What a job asks for: the digest (then wait), the encoded blob only, both at once, or (restore)
- * the decoded and checked data of a stored chunk.
+ * the decoded and checked data of a stored chunk, or its plan (chunk-plan.ts) carried out here.
  */
-export type JobWant = 'digest' | 'encode' | 'both' | 'decode';
+export type JobWant = 'digest' | 'encode' | 'both' | 'decode' | 'write';
 
 /** A chunk in a ChunkArena slot, by place. */
 export interface ArenaRef {
@@ -48,9 +49,11 @@ export type ToWorker =
       keyId: number;
       /** zstd level; 0: not compressed. */
       level: number;
-      /** Decode jobs: what the decoded chunk must hash to and how long it must be. */
+      /** Decode and write jobs: what the decoded chunk must hash to and how long it must be. */
       expectedDigest?: Uint8Array;
       expectedSize?: number;
+      /** Write jobs: what to check and write of the decoded chunk. */
+      plan?: ChunkPlan;
     }
   | { type: 'encode'; id: number }
   | { type: 'drop'; id: number }
@@ -80,6 +83,7 @@ if (port === null) {
   throw new BurrowError('INTERNAL', 'chunk-worker.ts is a worker thread entry, not a module');
 }
 
+const EMPTY = new Uint8Array(0);
 const keys = new Map<number, CryptConfig>();
 const arenas = new Map<number, SharedArrayBuffer>();
 
@@ -134,20 +138,30 @@ function postEncoded(id: number, job: Held, withDigest: boolean): void {
   port!.postMessage(message, transferListOf(encoded));
 }
 
-function postDecoded(id: number, message: Extract<ToWorker, { type: 'job' }>): void {
+function decodeChecked(id: number, message: Extract<ToWorker, { type: 'job' }>): Uint8Array {
   // Never decode unchecked: a restore relies on the digest check made here.
   if (message.expectedDigest === undefined || message.expectedSize === undefined)
     throw new BurrowError('INTERNAL', `chunk worker: decode job ${id} without a digest to check`);
-  const decoded = ownBytes(
-    decodeBlob(dataOf(message.data), {
-      crypt: cryptFor(message.keyId),
-      expectedDigest: message.expectedDigest,
-      expectedSize: message.expectedSize,
-      checkCrc: false,
-    }),
-  );
+  return decodeBlob(dataOf(message.data), {
+    crypt: cryptFor(message.keyId),
+    expectedDigest: message.expectedDigest,
+    expectedSize: message.expectedSize,
+    checkCrc: false,
+  });
+}
+
+function postDecoded(id: number, message: Extract<ToWorker, { type: 'job' }>): void {
+  const decoded = ownBytes(decodeChecked(id, message));
   const reply: FromWorker = { type: 'encoded', id, encoded: decoded };
   port!.postMessage(reply, transferListOf(decoded));
+}
+
+function postWritten(id: number, message: Extract<ToWorker, { type: 'job' }>): void {
+  if (message.plan === undefined)
+    throw new BurrowError('INTERNAL', `chunk worker: write job ${id} without a plan`);
+  applyChunkPlan(decodeChecked(id, message), message.plan);
+  const reply: FromWorker = { type: 'encoded', id, encoded: EMPTY };
+  port!.postMessage(reply);
 }
 
 function errorData(error: unknown): WorkerErrorData {
@@ -169,6 +183,10 @@ function handle(message: ToWorker): void {
     case 'job': {
       if (message.want === 'decode') {
         postDecoded(message.id, message);
+        return;
+      }
+      if (message.want === 'write') {
+        postWritten(message.id, message);
         return;
       }
       const job: Held = {

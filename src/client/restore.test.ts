@@ -34,6 +34,8 @@ import {
 } from '../../test/helpers/snapshot-builder.js';
 import { rejectionCodeOf } from '../../test/helpers/error-code.js';
 import type { BackupReader } from './backup-writer.js';
+import { workerChunkFileDecoder, workerChunkPlanRunner } from './chunk-reader.js';
+import { ChunkWorkerPool } from './worker-pool.js';
 import {
   readSnapshotManifest,
   resolveArchive,
@@ -337,6 +339,76 @@ describe('pxar restore', () => {
     await restore(SPLIT, { archiveName: 'root.pxar', target: out });
     expect(describeTree(out)).toEqual(describeTree(source));
     expect(sameInode(join(out, 'dir', 'b.bin'), join(out, 'dir', 'hard'))).toBe(true);
+  });
+
+  for (const [label, inlineBytes] of [
+    ['worker threads', 0],
+    ['the calling thread', 1 << 30],
+  ] as const) {
+    it(`restores a split archive with the contents written on ${label}`, async () => {
+      const pool = ChunkWorkerPool.create(2, inlineBytes);
+      const runner = workerChunkPlanRunner(pool);
+      let plans = 0;
+      try {
+        const out = target();
+        const result = await restore(SPLIT, {
+          archiveName: 'root.pxar',
+          target: out,
+          decodeChunkFile: workerChunkFileDecoder(pool),
+          runChunkPlan: (source, check, plan) => {
+            plans++;
+            return runner(source, check, plan);
+          },
+        });
+        // Every payload chunk with file data went through a plan.
+        expect(plans).toBeGreaterThanOrEqual(splitPayload.chunks.length - 1);
+        expect(describeTree(out)).toEqual(describeTree(source));
+        expect(sameInode(join(out, 'dir', 'b.bin'), join(out, 'dir', 'hard'))).toBe(true);
+        expect(result.entries).toBe(8);
+        expect(result.bytes).toBe(6 + BIG + 4);
+        expect(pool.runningThreads).toBe(inlineBytes === 0 ? 2 : 0);
+      } finally {
+        await pool.close();
+      }
+    });
+  }
+
+  it('stops at a damaged payload chunk written on a worker, leaving no half-written file', async () => {
+    const dir = backupDir(group, 1_700_000_600);
+    const src = join(work, 'payload-victim');
+    mkdirSync(src);
+    makeTree(src, 77);
+    const b = await SnapshotBuilder.start(fixture.store, dir);
+    const { payload } = await b.addPxar('root', src, { split: true });
+    await b.finish();
+    // A chunk inside b.bin (noise, stored uncompressed: the damage reaches the digest).
+    const victim = payload!.chunks.find((c) => c.start > 100_000)!;
+    const path = fixture.store.chunkStore.chunkPath(victim.digest);
+    const raw = readFileSync(path);
+    raw[20] = raw[20]! ^ 1;
+    writeFileSync(path, raw);
+    const pool = ChunkWorkerPool.create(2, 0);
+    try {
+      const out = target();
+      const err = await failure(
+        restore(dir, {
+          archiveName: 'root.pxar',
+          target: out,
+          decodeChunkFile: workerChunkFileDecoder(pool),
+          runChunkPlan: workerChunkPlanRunner(pool),
+        }),
+      );
+      expect(err.code).toBe('DIGEST_MISMATCH');
+      expect(err.message).toContain('root.ppxar.didx');
+      expect(err.message).toContain(`byte offset ${victim.start}`);
+      expect(err.details['offset']).toBe(victim.start);
+      // The file the chunk belongs to is not left behind under its name, nor its hardlink.
+      expect(existsSync(join(out, 'dir', 'b.bin'))).toBe(false);
+      expect(existsSync(join(out, 'dir', 'hard'))).toBe(false);
+      expect(readFileSync(join(out, 'a.txt'), 'utf8')).toBe('hello\n');
+    } finally {
+      await pool.close();
+    }
   });
 
   it('restores an encrypted archive with its key', async () => {

@@ -52,7 +52,9 @@ import {
   type ArchiveReaderOptions,
   type ChunkDecoder,
   type ChunkFileDecoder,
+  type ChunkPlanRunner,
 } from './chunk-reader.js';
+import { PayloadContentWriter } from './payload-content-writer.js';
 
 export { snapshotCatalog, type SnapshotCatalog } from './snapshot-catalog.js';
 
@@ -223,6 +225,11 @@ export interface RestoreOptions {
   decodeChunk?: ChunkDecoder;
   /** How chunk files are read and decoded when the reader names them (a local datastore). */
   decodeChunkFile?: ChunkFileDecoder;
+  /**
+   * Split archives: decodes payload chunks and writes the files' contents where it decodes them
+   * (workerChunkPlanRunner), so the contents never pass through this thread.
+   */
+  runChunkPlan?: ChunkPlanRunner;
   signal?: AbortSignal;
   onProgress?: (p: RestoreProgress) => void;
   onWarning?: (message: string) => void;
@@ -407,6 +414,7 @@ function readerOptions(options: RestoreOptions): ArchiveReaderOptions {
   return {
     ...(options.decodeChunk !== undefined ? { decode: options.decodeChunk } : {}),
     ...(options.decodeChunkFile !== undefined ? { decodeFile: options.decodeChunkFile } : {}),
+    ...(options.runChunkPlan !== undefined ? { runPlan: options.runChunkPlan } : {}),
   };
 }
 
@@ -769,6 +777,7 @@ async function restorePxar(
   const countedPayload = payload === undefined ? undefined : countedAccess(payload, addRead);
 
   let source: ExtractSource;
+  let contentWriter: PayloadContentWriter | undefined;
   const plain = plainPatternPaths(patterns);
   if (plain !== undefined) {
     const accessor = await PxarAccessor.open(countedAccess(archive, addRead), {
@@ -781,11 +790,15 @@ async function restorePxar(
       name,
       ...(countedPayload !== undefined ? { payload: countedPayload } : {}),
     });
+    // Whole-tree restores of split archives: contents are written on the workers.
+    if (payload?.writesFromChunks === true)
+      contentWriter = new PayloadContentWriter(payload, addRead);
   }
   const onWarning = options.onWarning;
   const onProgress = options.onProgress;
   const stats = await extractArchive(source, options.target, {
     ...options.extract,
+    ...(contentWriter !== undefined ? { contentWriter } : {}),
     patterns,
     ...(options.signal !== undefined ? { signal: options.signal } : {}),
     onWarning: (w) => {

@@ -223,7 +223,7 @@ describe('ChunkWorkerPool', () => {
 });
 
 describe('ChunkWorkerPool: jobs on the calling thread while the inline budget lasts', () => {
-  it('gives the workers\' results without starting a thread (spec vectors #6, #7)', async () => {
+  it("gives the workers' results without starting a thread (spec vectors #6, #7)", async () => {
     const here = ChunkWorkerPool.create(2, 1 << 30);
     try {
       const plain = await here.process(HELLO, undefined, false);
@@ -289,9 +289,7 @@ describe('ChunkWorkerPool: jobs on the calling thread while the inline budget la
 
       later.startThreads();
       expect(later.runningThreads).toBe(2);
-      expect(toHex((await later.process(HELLO, undefined, false)).digest)).toBe(
-        HELLO_PLAIN_DIGEST,
-      );
+      expect(toHex((await later.process(HELLO, undefined, false)).digest)).toBe(HELLO_PLAIN_DIGEST);
     } finally {
       await small.close();
       await later.close();

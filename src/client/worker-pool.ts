@@ -29,6 +29,7 @@ import { computeChunkDigest, decodeBlob, encodeBlob } from '../format/data-blob.
 import { BLOB_ZSTD_LEVEL } from '../format/magic.js';
 import type { ErrorCode } from '../lib/errors.js';
 import { BurrowError, ERROR_CODES, isBurrowError } from '../lib/errors.js';
+import { applyChunkPlan, type ChunkPlan } from './chunk-plan.js';
 import type {
   ChunkFileRef,
   FromWorker,
@@ -186,9 +187,11 @@ interface Job {
   level: number;
   /** The arena slot the data lies in (read in place by the worker). */
   slot: { arena: ChunkArena; index: number } | undefined;
-  /** Decode jobs. */
+  /** Decode and write jobs. */
   expectedDigest?: Uint8Array;
   expectedSize?: number;
+  /** Write jobs. */
+  plan?: ChunkPlan;
   state: JobState;
   worker: PoolWorker | undefined;
   digest: Deferred<Uint8Array>;
@@ -387,6 +390,21 @@ export class ChunkWorkerPool {
     return job.encoded.promise;
   }
 
+  /**
+   * Decode and check a stored chunk as decode() / decodeFile() do, then carry out `plan` with it
+   * on the same thread (chunk-plan.ts: compare bytes, write ranges into open files). Resolves when
+   * every write is done; nothing of the chunk comes back. `source` is copied unless `transfer`.
+   */
+  async decodeAndWrite(
+    source: Uint8Array | ChunkFileRef,
+    options: DecodeOptions,
+    plan: ChunkPlan,
+    transfer = false,
+  ): Promise<void> {
+    const job = this.#submit('write', source, { crypt: options.crypt, transfer }, options, plan);
+    await job.encoded.promise;
+  }
+
   /** Encode only, when the digest is already known (the all-zero image chunk). */
   encodeOnly(data: Uint8Array, options: JobOptions = {}): Promise<Uint8Array> {
     return this.#submit('encode', data, options).encoded.promise;
@@ -429,6 +447,7 @@ export class ChunkWorkerPool {
     source: Uint8Array | ChunkFileRef,
     options: JobOptions,
     check?: DecodeOptions,
+    plan?: ChunkPlan,
   ): Job {
     if (this.#closed) throw new BurrowError('INTERNAL', 'the chunk worker pool is closed');
     const data = source instanceof Uint8Array ? source : undefined;
@@ -448,6 +467,7 @@ export class ChunkWorkerPool {
       ...(check === undefined
         ? {}
         : { expectedDigest: check.expectedDigest, expectedSize: check.expectedSize }),
+      ...(plan === undefined ? {} : { plan }),
       state: 'queued',
       worker: undefined,
       digest: deferred(),
@@ -643,20 +663,26 @@ export class ChunkWorkerPool {
       const bytes = data ?? readChunkFileSync(job.file!.chunkFile);
       switch (job.want) {
         case 'decode':
+        case 'write': {
           // Never decode unchecked, here as on a worker: a restore relies on this check.
           if (job.expectedDigest === undefined || job.expectedSize === undefined)
             throw new BurrowError('INTERNAL', `decode job ${job.id} without a digest to check`);
           job.state = 'encoding';
-          job.encoded.resolve(
-            decodeBlob(bytes, {
-              crypt: job.crypt,
-              expectedDigest: job.expectedDigest,
-              expectedSize: job.expectedSize,
-              checkCrc: false,
-            }),
-          );
+          const decoded = decodeBlob(bytes, {
+            crypt: job.crypt,
+            expectedDigest: job.expectedDigest,
+            expectedSize: job.expectedSize,
+            checkCrc: false,
+          });
+          if (job.want === 'write') {
+            applyChunkPlan(decoded, job.plan!);
+            job.encoded.resolve(new Uint8Array(0));
+          } else {
+            job.encoded.resolve(decoded);
+          }
           this.#finish(job);
           return;
+        }
         case 'digest':
           job.digest.resolve(computeChunkDigest(bytes, job.crypt));
           job.state = 'held';
@@ -760,6 +786,7 @@ export class ChunkWorkerPool {
         ...(job.expectedDigest === undefined
           ? {}
           : { expectedDigest: ownDigest(job.expectedDigest), expectedSize: job.expectedSize! }),
+        ...(job.plan === undefined ? {} : { plan: job.plan }),
       };
       job.data = undefined;
       if (data === undefined || slot !== undefined) {

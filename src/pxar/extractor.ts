@@ -27,6 +27,7 @@ import {
   lstatSync,
   mkdirSync,
   openSync,
+  readFileSync,
   realpathSync,
   symlinkSync,
   unlinkSync,
@@ -97,6 +98,53 @@ export interface ExtractOptions {
    * unprivileged policy (see docs); leave unset otherwise.
    */
   readonly privileged?: boolean;
+  /**
+   * Split archives only (a decoder of FORMAT_VERSION 2, whose file entries are PAYLOAD_REFs):
+   * file contents are written by this writer into the files the extractor creates, instead of
+   * being read through the decoder. The extractor goes on with the next entries meanwhile; a
+   * file's metadata is applied, and its directory's, once its contents are written.
+   */
+  readonly contentWriter?: FileContentWriter;
+}
+
+/**
+ * Writes the contents of a split archive's files (ExtractOptions.contentWriter): the PAYLOAD at
+ * `payloadOffset` of the payload stream (its header must say `size`) goes into `fd` from
+ * position 0, leaving holes for zero blocks. `fd` (a new, empty file) stays open until the promise
+ * settles; its size is set afterwards. Work may be gathered until a later write() or flush().
+ */
+export interface FileContentWriter {
+  write(fd: number, payloadOffset: number, size: number, display: string): Promise<void>;
+  /** Starts everything gathered so far. */
+  flush(): void;
+  /** Whether work was started that has not finished. */
+  readonly busy: boolean;
+  /** Resolves when some started work finishes (at once when none is started). */
+  progress(): Promise<void>;
+}
+
+/** How long the extraction loop may run on microtasks alone (see letOthersRun). */
+const YIELD_INTERVAL_MS = 2;
+
+/**
+ * Files whose contents a FileContentWriter may be writing at one time: a quarter of the soft
+ * limit of open files (each holds an fd), at most 4096, at least 64. The more, the further the
+ * extractor gets ahead of a run of large files (creating the small ones that follow) while the
+ * workers write them.
+ */
+export function pendingFileLimit(): number {
+  let soft: number | undefined;
+  try {
+    const line = readFileSync('/proc/self/limits', 'latin1')
+      .split('\n')
+      .find((l) => l.startsWith('Max open files'));
+    const value = line?.slice('Max open files'.length).trim().split(/\s+/)[0];
+    soft = value === 'unlimited' ? Infinity : Number(value);
+  } catch {
+    soft = undefined; // no /proc: assume the common 1024
+  }
+  const quarter = Math.floor((soft !== undefined && soft > 0 ? soft : 1024) / 4);
+  return Math.max(64, Math.min(4096, Number.isFinite(quarter) ? quarter : 4096));
 }
 
 export interface ExtractProgress {
@@ -147,6 +195,15 @@ interface DirState {
   readonly real: Buffer;
   /** Open while the directory exists on disk (created or merged); undefined = not (yet) created. */
   fd: number | undefined;
+  /** The directory it is in (undefined for the root). */
+  readonly parent: DirState | undefined;
+  /**
+   * Files inside whose contents are still being written, and subdirectories waiting for theirs:
+   * the directory's metadata (and its close) waits until none is left.
+   */
+  pending: number;
+  /** Its end was reached while `pending` was not 0. */
+  left: boolean;
 }
 
 /** A path for messages and progress: UTF-8 where it decodes, other bytes as \xNN; '/' for the root. */
@@ -292,6 +349,15 @@ class Extractor {
     ownershipSkipped: 0,
   };
   private readonly stack: DirState[] = [];
+  /** Directories left while files inside were still being written (still open). */
+  private readonly waitingDirs = new Set<DirState>();
+  /** Files whose contents the contentWriter is writing, and who waits for one to finish. */
+  private pendingFiles = 0;
+  private readonly pendingLimit = pendingFileLimit();
+  private lastYield = 0;
+  private fileWaiters: Array<() => void> = [];
+  /** The first failure of a file written in the background, thrown at the next step. */
+  private failure: BurrowError | undefined;
   private readonly applier: MetadataApplier;
   private readonly selector: ExtractSelector;
   private readonly overwrite: ReadonlySet<OverwriteKind>;
@@ -317,7 +383,7 @@ class Extractor {
   }
 
   closeAll(): void {
-    for (const dir of this.stack) {
+    for (const dir of [...this.stack, ...this.waitingDirs]) {
       if (dir.fd !== undefined) {
         try {
           closeSync(dir.fd);
@@ -328,6 +394,7 @@ class Extractor {
       }
     }
     this.stack.length = 0;
+    this.waitingDirs.clear();
   }
 
   async run(): Promise<ExtractStats> {
@@ -341,8 +408,23 @@ class Extractor {
         details: { first: first?.type === 'entry' ? first.entry.body.kind : first?.type },
       });
     this.openRoot(requireMetadata(first.entry));
+    try {
+      await this.extractAll();
+      await this.drain();
+      this.throwIfFailed();
+    } catch (error) {
+      await this.drain();
+      throw error;
+    }
+    this.stats.warnings = this.applier.counters.warnings;
+    this.stats.suppressedWarnings = this.applier.counters.suppressedWarnings;
+    this.stats.ownershipSkipped = this.applier.counters.ownershipSkipped;
+    return { ...this.stats };
+  }
 
+  private async extractAll(): Promise<void> {
     for (;;) {
+      this.throwIfFailed();
       const event = await this.nextEvent();
       if (event === undefined)
         throw new BurrowError(
@@ -365,10 +447,6 @@ class Extractor {
         'PXAR_BAD_ITEM',
         'the archive has entries after its root directory was closed',
       );
-    this.stats.warnings = this.applier.counters.warnings;
-    this.stats.suppressedWarnings = this.applier.counters.suppressedWarnings;
-    this.stats.ownershipSkipped = this.applier.counters.ownershipSkipped;
-    return { ...this.stats };
   }
 
   private async nextEvent(): Promise<ExtractEvent | undefined> {
@@ -401,6 +479,9 @@ class Extractor {
         metadata,
         real,
         fd,
+        parent: undefined,
+        pending: 0,
+        left: false,
       });
     } catch (error) {
       throw ioFailure('opening the restore target', this.target, error);
@@ -491,6 +572,9 @@ class Extractor {
       metadata: requireMetadata(entry),
       real: Buffer.concat([parent.real, SLASH, entry.name]),
       fd: undefined,
+      parent,
+      pending: 0,
+      left: false,
     });
     this.selector.enter(decision);
     // PBS creates an included directory only once something inside it is extracted, so an
@@ -509,17 +593,96 @@ class Extractor {
         },
       );
     if (dir.fd !== undefined) {
-      const parent = this.stack[this.stack.length - 2];
-      const refPath = parent === undefined ? dir.real : this.childPath(parent, dir.name);
-      this.applier.apply(
-        { path: refPath, fd: dir.fd, kind: 'directory', display: dir.display },
-        dir.metadata,
-      );
-      closeSync(dir.fd);
-      dir.fd = undefined;
+      if (dir.pending > 0) {
+        // Files inside are still being written: metadata and close when they are done. The
+        // parent stays open meanwhile (its fd names this directory's path).
+        dir.left = true;
+        this.waitingDirs.add(dir);
+        if (dir.parent !== undefined) dir.parent.pending++;
+      } else {
+        this.finishDirectory(dir);
+      }
     }
     this.stack.pop();
     if (this.stack.length > 0) this.selector.leave();
+  }
+
+  /** Applies a directory's metadata and closes it (post-order: everything inside is done). */
+  private finishDirectory(dir: DirState): void {
+    const fd = dir.fd!;
+    const parent = dir.parent;
+    const refPath = parent === undefined ? dir.real : this.childPath(parent, dir.name);
+    try {
+      this.applier.apply(
+        { path: refPath, fd, kind: 'directory', display: dir.display },
+        dir.metadata,
+      );
+    } finally {
+      closeSync(fd);
+      dir.fd = undefined;
+    }
+  }
+
+  /** One file or subdirectory of `dir` is done; a directory left meanwhile is finished now. */
+  private release(dir: DirState): void {
+    dir.pending--;
+    if (dir.pending > 0 || !dir.left) return;
+    this.waitingDirs.delete(dir);
+    try {
+      this.finishDirectory(dir);
+    } catch (error) {
+      this.failure ??= ioFailure('applying the metadata of', dir.display, error);
+    }
+    if (dir.parent !== undefined) this.release(dir.parent);
+  }
+
+  /**
+   * Waits until fewer than pendingFileLimit() files are being written. Gathered work is started
+   * early only when nothing else is under way: a chunk started with some of its files would be
+   * decoded again for the others.
+   */
+  private async waitForRoom(writer: FileContentWriter): Promise<void> {
+    while (this.pendingFiles >= this.pendingLimit) {
+      if (writer.busy) {
+        await writer.progress();
+        // Let the files of the finished work complete before counting again.
+        await new Promise<void>((resolve) => setImmediate(resolve));
+      } else {
+        writer.flush();
+        await this.fileSettled();
+      }
+    }
+  }
+
+  /**
+   * Returns to the event loop every few milliseconds. While the decoder has its data at hand, the
+   * extraction loop runs on resolved promises (microtasks) and the event loop would not take the
+   * workers' replies, so the workers would wait for their next jobs until the loop blocks.
+   */
+  private async letOthersRun(): Promise<void> {
+    const now = performance.now();
+    if (now - this.lastYield < YIELD_INTERVAL_MS) return;
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    this.lastYield = performance.now();
+  }
+
+  private fileSettled(): Promise<void> {
+    return new Promise((resolve) => this.fileWaiters.push(resolve));
+  }
+
+  /**
+   * Waits for every file being written (they never fail this promise): before the end, and before
+   * a failure leaves run(), since closing directories under pending files would misdirect them.
+   */
+  async drain(): Promise<void> {
+    while (this.pendingFiles > 0) {
+      this.options.contentWriter?.flush();
+      await this.fileSettled();
+    }
+  }
+
+  private throwIfFailed(): void {
+    if (this.failure !== undefined) throw this.failure;
   }
 
   // --- entries ---------------------------------------------------------------------------
@@ -560,6 +723,9 @@ class Extractor {
         done = this.extractSymlink(path, entry, body.target, display);
         break;
       case 'hardlink':
+        // Its target must be complete first: a failed write removes a file, not its links.
+        await this.drain();
+        this.throwIfFailed();
         done = this.extractHardlink(path, body.target, display);
         break;
       case 'block-device':
@@ -644,11 +810,21 @@ class Extractor {
     display: string,
   ): Promise<void> {
     const metadata = requireMetadata(entry);
+    const writer = this.options.contentWriter;
+    if (writer !== undefined && entry.body.kind === 'file') {
+      await this.waitForRoom(writer);
+      await this.letOthersRun();
+      this.throwIfFailed();
+    }
     // A replaced file is unlinked, not truncated: other hardlinks to it in the target keep their
     // content, and none of its old xattrs or ACLs survive.
     const fd = this.createReplacing(path, display, 'files', 'file', () =>
       openSync(path, O_NEW_FILE, 0o600),
     );
+    if (writer !== undefined && entry.body.kind === 'file') {
+      this.writeInBackground(writer, fd, path, entry.body.payloadOffset, size, metadata, display);
+      return;
+    }
     let complete = false;
     try {
       this.applier.applyInitialFlags(fd, metadata, display);
@@ -690,6 +866,55 @@ class Extractor {
       // A half-written file under the real name would pass for a restored one.
       if (!complete) unlinkQuietly(path);
     }
+  }
+
+  /**
+   * The rest of a file whose contents `writer` writes: its initial flags now, then (once written)
+   * its size, metadata and close, as extractFile does in line. The directory it is in waits.
+   */
+  private writeInBackground(
+    writer: FileContentWriter,
+    fd: number,
+    path: Buffer,
+    payloadOffset: number,
+    size: number,
+    metadata: Metadata,
+    display: string,
+  ): void {
+    try {
+      this.applier.applyInitialFlags(fd, metadata, display);
+    } catch (error) {
+      closeQuietly(fd);
+      unlinkQuietly(path);
+      throw error;
+    }
+    const dir = this.top();
+    dir.pending++;
+    this.pendingFiles++;
+    void (async (): Promise<void> => {
+      let complete = false;
+      try {
+        await writer.write(fd, payloadOffset, size, display);
+        // Trailing holes exist only once the size is set (the file was created empty).
+        ftruncateSync(fd, size);
+        this.applier.apply({ path, fd, kind: 'file', display }, metadata);
+        complete = true;
+        this.stats.files++;
+        this.stats.bytes += size;
+        this.progress(display);
+      } catch (error) {
+        this.failure ??= isBurrowError(error) ? error : ioFailure('writing', display, error);
+      } finally {
+        closeQuietly(fd);
+        // A half-written file under the real name would pass for a restored one.
+        if (!complete) unlinkQuietly(path);
+        this.release(dir);
+        this.pendingFiles--;
+        const waiters = this.fileWaiters;
+        this.fileWaiters = [];
+        for (const wake of waiters) wake();
+      }
+    })();
   }
 
   private extractSymlink(path: Buffer, entry: Entry, target: Uint8Array, display: string): boolean {

@@ -5,7 +5,11 @@
  * in which case nothing else is printed there.
  */
 import type { Command } from 'commander';
-import { workerChunkDecoder, workerChunkFileDecoder } from '../../client/chunk-reader.js';
+import {
+  workerChunkDecoder,
+  workerChunkFileDecoder,
+  workerChunkPlanRunner,
+} from '../../client/chunk-reader.js';
 import { restoreArchive } from '../../client/restore.js';
 import { ChunkWorkerPool } from '../../client/worker-pool.js';
 import { archiveTypeOf, serverArchiveName } from '../../format/manifest.js';
@@ -97,6 +101,7 @@ async function restoreCommand(
         reader,
         decodeChunk: workerChunkDecoder(pool),
         decodeChunkFile: workerChunkFileDecoder(pool),
+        runChunkPlan: workerChunkPlanRunner(pool),
         signal: interrupts.signal,
         ...(crypt === undefined ? {} : { crypt }),
         archiveName,
