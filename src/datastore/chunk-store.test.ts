@@ -20,7 +20,7 @@ import {
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { LockHolder } from '../../test/helpers/lock-holder-client.js';
 import { CryptConfig } from '../crypto/crypt-config.js';
 import { blobKindOf, decodeBlob, encodeBlob } from '../format/data-blob.js';
@@ -32,6 +32,7 @@ import type { ErrorCode } from '../lib/errors.js';
 import { digestToHex, parseDigestHex } from '../types/digest.js';
 import {
   ChunkStore,
+  EARLY_SYNC_BYTES,
   PREFIX_DIR_COUNT,
   ZERO_CHUNK_DIGEST_HEX,
   isChunkFileName,
@@ -895,6 +896,39 @@ describe('sync levels', () => {
 
   it('defaults to filesystem', async () => {
     expect((await ChunkStore.open(base)).syncLevel).toBe('filesystem');
+  });
+
+  it('starts a syncfs in the background every EARLY_SYNC_BYTES; its failure is not lost', async () => {
+    const calls: string[] = [];
+    let fail = false;
+    const synced = await ChunkStore.open(base, {
+      syncLevel: 'filesystem',
+      syncfs: async () => {
+        calls.push(fail ? 'failed' : 'ok');
+        await new Promise((resolve) => setImmediate(resolve));
+        if (fail) throw new Error('EIO: a writeback error');
+      },
+    });
+    // 4 MiB blobs of random data: eight of them make one EARLY_SYNC_BYTES.
+    const insert = async (n: number): Promise<void> => {
+      for (let i = 0; i < n; i++)
+        await synced.insertChunk(blobOf('plain', EARLY_SYNC_BYTES / 8 - 64), newDigest());
+    };
+    await insert(7);
+    expect(calls).toEqual([]);
+    await insert(2);
+    await vi.waitFor(() => expect(calls).toEqual(['ok'])); // started without anyone asking
+    await synced.syncFilesystem();
+    expect(calls).toEqual(['ok', 'ok']);
+
+    fail = true;
+    await insert(9);
+    await vi.waitFor(() => expect(calls).toEqual(['ok', 'ok', 'failed']));
+    fail = false;
+    await expect(synced.syncFilesystem()).rejects.toThrow(/a writeback error/);
+    expect(calls.length).toBe(3); // reported, not hidden behind a fresh syncfs
+    await synced.syncFilesystem();
+    expect(calls).toEqual(['ok', 'ok', 'failed', 'ok']);
   });
 });
 
