@@ -674,7 +674,7 @@ class Extractor {
    * Waits for every file being written (they never fail this promise): before the end, and before
    * a failure leaves run(), since closing directories under pending files would misdirect them.
    */
-  async drain(): Promise<void> {
+  private async drain(): Promise<void> {
     while (this.pendingFiles > 0) {
       this.options.contentWriter?.flush();
       await this.fileSettled();

@@ -614,6 +614,72 @@ describe('images, blobs and dry runs', () => {
   });
 });
 
+describe('metadata change detection', () => {
+  it('does not read unchanged files again; both snapshots restore whole, sparse and with metadata', async () => {
+    const dir = join(base, 'meta-src');
+    mkdirSync(join(dir, 'many'), { recursive: true });
+    // Many small files share each payload chunk; a large file spans several; one has a hole.
+    for (let i = 0; i < 150; i++)
+      writeFileSync(
+        join(dir, 'many', `f${String(i).padStart(3, '0')}.txt`),
+        `file ${i}\n`.repeat(i),
+      );
+    writeFileSync(join(dir, 'big.bin'), randomBytes(700 * 1024));
+    const sparse = Buffer.alloc(2 * 1024 * 1024);
+    randomBytes(8192).copy(sparse, 0);
+    randomBytes(8192).copy(sparse, sparse.length - 8192);
+    writeFileSync(join(dir, 'sparse.img'), sparse);
+    linkSync(join(dir, 'big.bin'), join(dir, 'many', 'hard'));
+    symlinkSync('big.bin', join(dir, 'link'));
+    chmodSync(join(dir, 'many', 'f007.txt'), 0o600);
+    const args = [
+      '--backup-type',
+      'ct',
+      '--backup-id',
+      'meta',
+      '--change-detection-mode',
+      'metadata',
+      '--chunk-size',
+      '64',
+    ];
+    const treeA = treeOf(dir);
+    const first = await json<BackupJson>([
+      'backup',
+      `root.pxar:${dir}`,
+      ...args,
+      '--backup-time',
+      String(T1),
+    ]);
+    expect(first.archives.map((a) => a.name).sort()).toEqual([
+      'root.mpxar.didx',
+      'root.ppxar.didx',
+    ]);
+
+    writeFileSync(join(dir, 'many', 'f100.txt'), 'changed\n');
+    writeFileSync(join(dir, 'added.txt'), 'added\n');
+    const treeB = treeOf(dir);
+    const second = await json<BackupJson>([
+      'backup',
+      `root.pxar:${dir}`,
+      ...args,
+      '--backup-time',
+      String(T1 + 60),
+    ]);
+    // Only the changed and the new file are read (and files re-read around them in a chunk).
+    expect(second.bytesRead).toBeLessThan(first.bytesRead / 4);
+
+    const outA = join(base, 'meta-out-a');
+    const outB = join(base, 'meta-out-b');
+    ok(await burrow(['restore', `ct/meta/${utcSeconds(T1)}`, 'root.pxar', outA]), 'restore A');
+    ok(await burrow(['restore', `ct/meta/${utcSeconds(T1 + 60)}`, 'root.pxar', outB]), 'restore B');
+    expect(treeOf(outA)).toEqual(treeA);
+    expect(treeOf(outB)).toEqual(treeB);
+    expect(statSync(join(outB, 'many', 'hard')).ino).toBe(statSync(join(outB, 'big.bin')).ino);
+    // The zero middle of sparse.img is a hole again.
+    expect(statSync(join(outB, 'sparse.img')).blocks * 512).toBeLessThan(sparse.length / 2);
+  });
+});
+
 describe('repositories, status, benchmark', () => {
   it('takes a path, reports an unreachable server and a missing repository, status and a prune plan', async () => {
     const [byPath, remote, none, status, bench, plan, pubkey] = await Promise.all([

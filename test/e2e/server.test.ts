@@ -457,3 +457,34 @@ describe('burrow in remote mode against burrow-manager serve', () => {
     }
   });
 });
+
+describe('split archives through the server', () => {
+  it('backs up in metadata mode and restores the tree, contents written on the workers', async () => {
+    const token = backupToken.tokenid;
+    const backup = (time: number): Promise<CliResult> =>
+      burrow(token, backupToken.value, [
+        'backup',
+        `root.pxar:${src}`,
+        '--backup-id',
+        'split',
+        '--backup-time',
+        String(time),
+        '--change-detection-mode',
+        'metadata',
+      ]);
+    ok(await backup(T1), 'first backup');
+    // The second reuses the first's payload chunks, fetched from the server when restoring.
+    ok(await backup(T1 + 60), 'second backup');
+    const out = join(root, 'restored-split');
+    ok(
+      await burrow('alice@pbs', 'alice-secret-1', [
+        'restore',
+        snapshotName('split', T1 + 60),
+        'root.pxar',
+        out,
+      ]),
+      'restore',
+    );
+    expect(treeOf(out)).toEqual(treeOf(src));
+  });
+});
