@@ -54,9 +54,12 @@ export type ToWorker =
       expectedSize?: number;
       /** Write jobs: what to check and write of the decoded chunk. */
       plan?: ChunkPlan;
+      /** Held jobs to forget first (drops gathered since the last message to this worker). */
+      drops?: number[];
     }
   | { type: 'encode'; id: number }
-  | { type: 'drop'; id: number }
+  /** Forget held jobs (known chunks); also carried by the next job message (`drops`). */
+  | { type: 'drop'; ids: number[] }
   /** Test hook: the worker throws outside any job, as a crash would. */
   | { type: 'crash' };
 
@@ -181,6 +184,7 @@ function handle(message: ToWorker): void {
       arenas.set(message.arenaId, message.memory);
       return;
     case 'job': {
+      if (message.drops !== undefined) for (const id of message.drops) held.delete(id);
       if (message.want === 'decode') {
         postDecoded(message.id, message);
         return;
@@ -214,7 +218,7 @@ function handle(message: ToWorker): void {
       return;
     }
     case 'drop':
-      held.delete(message.id);
+      for (const id of message.ids) held.delete(id);
       return;
     case 'crash':
       return;
