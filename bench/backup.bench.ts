@@ -15,7 +15,7 @@
  * the process and its children, from GNU time), peak RSS, and the bytes of the repository's files
  * after the step (directories not counted); then the ratios of restic's and borg's figures to
  * each Burrow mode's. Every tool runs without encryption and with its default compression
- * (Burrow: zstd 1; restic: auto; borg: lz4), single process.
+ * (Burrow: zstd level 3 for chunks; restic: auto; borg: lz4), single process.
  *
  * With `--runs N` the whole sequence (fresh repositories, fresh dataset) runs N times and each
  * figure is the median; the order in which the tools take their turn rotates from run to run,
