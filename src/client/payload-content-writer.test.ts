@@ -7,7 +7,11 @@ import { isBurrowError } from '../lib/errors.js';
 import { PXAR } from '../pxar/format.js';
 import { applyChunkPlan, type ChunkPlan } from './chunk-plan.js';
 import type { ArchiveChunk, ArchiveReader } from './chunk-reader.js';
-import { MAX_CHUNKS_IN_FLIGHT, PayloadContentWriter } from './payload-content-writer.js';
+import {
+  MAX_CHUNKS_IN_FLIGHT,
+  PLAN_AHEAD,
+  PayloadContentWriter,
+} from './payload-content-writer.js';
 
 const work = mkdtempSync(join(tmpdir(), 'burrow-payload-writer-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
@@ -136,6 +140,27 @@ describe('PayloadContentWriter', () => {
       expect(Buffer.compare(readFileSync(paths[0]!), files[0]!)).toBe(0);
     } finally {
       for (const fd of fds) closeSync(fd);
+    }
+  });
+
+  it('plans a file spanning many chunks a few chunks at a time', async () => {
+    const big = new Uint8Array(200_000).map((_, i) => (i * 7) % 251);
+    const { bytes, offsets } = payloadStream([big]);
+    const { reader, stats } = memoryPayload(bytes, cutsOf(bytes.length, [1000]));
+    const writer = new PayloadContentWriter(reader);
+    const path = join(work, 'spanning');
+    const fd = openSync(path, 'wx+');
+    try {
+      const done = writer.write(fd, offsets[0]!, big.length, 'big');
+      // About 200 chunks; only PLAN_AHEAD of them are planned before any finishes.
+      expect(writer.queuedChunks + stats.jobs).toBeLessThanOrEqual(PLAN_AHEAD);
+      writer.flush();
+      await done;
+      expect(stats.jobs).toBeGreaterThan(150);
+      expect(stats.maxInFlight).toBeLessThanOrEqual(MAX_CHUNKS_IN_FLIGHT);
+      expect(Buffer.compare(readFileSync(path), big)).toBe(0);
+    } finally {
+      closeSync(fd);
     }
   });
 

@@ -12,7 +12,9 @@
  *
  * The payload offsets of a split archive increase strictly (the decoder checks it), so the files
  * of one chunk arrive one after the other: a chunk's job starts as soon as a file reaches past
- * the chunk's end, or at flush(). A file's promise settles when every chunk it lies in is done.
+ * the chunk's end, or at flush(). Files are planned a chunk at a time while fewer than PLAN_AHEAD
+ * chunk jobs are planned or running, so a huge file does not plan all its chunks at once. A
+ * file's promise settles when every chunk it lies in is done.
  */
 import { BurrowError, isBurrowError } from '../lib/errors.js';
 import { PXAR } from '../pxar/format.js';
@@ -27,6 +29,25 @@ const HEADER_SIZE = 16;
  * the memory of a remote restore, where each job's chunk is fetched first.
  */
 export const MAX_CHUNKS_IN_FLIGHT = 8;
+/** Chunk batches planned ahead, running or waiting: what bounds the memory of a large file's plan. */
+export const PLAN_AHEAD = 2 * MAX_CHUNKS_IN_FLIGHT;
+
+/** A file handed over by write(), planned chunk by chunk as there is room. */
+interface FileTask {
+  readonly fd: number;
+  readonly display: string;
+  readonly start: number;
+  readonly contentStart: number;
+  readonly end: number;
+  readonly header: Uint8Array;
+  /** The next payload offset to plan. */
+  at: number;
+  /** Batches holding part of this file that have not settled. */
+  unsettled: number;
+  failed: boolean;
+  resolve(): void;
+  reject(error: Error): void;
+}
 
 interface Batch {
   readonly chunk: ArchiveChunk;
@@ -35,8 +56,7 @@ interface Batch {
   /** Names of the files written, by descriptor, and of the files checked, by check, for errors. */
   readonly names: Map<number, string>;
   readonly checkNames: string[];
-  readonly done: Promise<void>;
-  settle(error?: Error): void;
+  readonly tasks: FileTask[];
 }
 
 /** The PAYLOAD header a file of `size` bytes has in the payload stream. */
@@ -51,7 +71,11 @@ function payloadHeader(size: number): Uint8Array {
 export class PayloadContentWriter implements FileContentWriter {
   readonly #payload: ArchiveReader;
   readonly #onChunkDone: ((bytes: number) => void) | undefined;
+  /** Files not planned to their end yet, in order. */
+  readonly #tasks: FileTask[] = [];
   #open: Batch | undefined;
+  /** flush() was asked for: start the open batch once every file is planned. */
+  #flushing = false;
   /** Complete batches waiting for one of the MAX_CHUNKS_IN_FLIGHT places. */
   readonly #ready: Batch[] = [];
   #inFlight = 0;
@@ -78,45 +102,36 @@ export class PayloadContentWriter implements FileContentWriter {
           { details: { path: display, payloadOffset: start, size, payloadSize: payload.size } },
         ),
       );
-    const header = payloadHeader(size);
-    const parts: Promise<void>[] = [];
-    let at = start;
-    while (at < end) {
-      const batch = this.#batchAt(payload.positionOf(at));
-      const { chunk } = batch;
-      const to = Math.min(end, chunk.end);
-      const headerTo = Math.min(to, contentStart);
-      if (at < headerTo) {
-        batch.checkNames.push(display);
-        batch.checks.push({
-          from: at - chunk.start,
-          to: headerTo - chunk.start,
-          expected: header.subarray(at - start, headerTo - start),
-        });
-      }
-      const from = Math.max(at, contentStart);
-      if (from < to)
-        batch.writes.push({
-          fd,
-          from: from - chunk.start,
-          to: to - chunk.start,
-          position: from - contentStart,
-        });
-      batch.names.set(fd, display);
-      parts.push(batch.done);
-      at = to;
-      // Later files start after this one ends: a chunk this file reaches past is complete.
-      if (at < end) this.#start(batch);
-    }
-    return parts.length === 1 ? parts[0]! : Promise.all(parts).then(() => undefined);
+    return new Promise<void>((resolve, reject) => {
+      this.#tasks.push({
+        fd,
+        display,
+        start,
+        contentStart,
+        end,
+        header: payloadHeader(size),
+        at: start,
+        unsettled: 0,
+        failed: false,
+        resolve,
+        reject,
+      });
+      this.#plan();
+    });
   }
 
   flush(): void {
-    if (this.#open !== undefined) this.#start(this.#open);
+    this.#flushing = true;
+    this.#plan();
   }
 
   get busy(): boolean {
     return this.#inFlight > 0 || this.#ready.length > 0;
+  }
+
+  /** Complete batches not started yet (at most PLAN_AHEAD with those in flight). */
+  get queuedChunks(): number {
+    return this.#ready.length;
   }
 
   progress(): Promise<void> {
@@ -124,25 +139,61 @@ export class PayloadContentWriter implements FileContentWriter {
     return new Promise((resolve) => this.#progressWaiters.push(resolve));
   }
 
+  /**
+   * Plans the files in order, a chunk at a time, while fewer than PLAN_AHEAD batches are planned
+   * or running: a file of any size costs memory for the chunks in reach only.
+   */
+  #plan(): void {
+    while (this.#inFlight + this.#ready.length < PLAN_AHEAD) {
+      const task = this.#tasks[0];
+      if (task === undefined) {
+        if (this.#flushing && this.#open !== undefined) this.#start(this.#open);
+        this.#flushing = false;
+        return;
+      }
+      const batch = this.#batchAt(this.#payload.positionOf(task.at));
+      const { chunk } = batch;
+      const { at, start, contentStart, end } = task;
+      const to = Math.min(end, chunk.end);
+      const headerTo = Math.min(to, contentStart);
+      if (at < headerTo) {
+        batch.checkNames.push(task.display);
+        batch.checks.push({
+          from: at - chunk.start,
+          to: headerTo - chunk.start,
+          expected: task.header.subarray(at - start, headerTo - start),
+        });
+      }
+      const from = Math.max(at, contentStart);
+      if (from < to)
+        batch.writes.push({
+          fd: task.fd,
+          from: from - chunk.start,
+          to: to - chunk.start,
+          position: from - contentStart,
+        });
+      batch.names.set(task.fd, task.display);
+      batch.tasks.push(task);
+      task.unsettled++;
+      task.at = to;
+      if (to >= end) this.#tasks.shift();
+      // Later files start after this one ends: a chunk this file reaches past is complete.
+      else this.#start(batch);
+    }
+  }
+
   /** The batch of chunk `position`: the open one, or a new one (starting the open one). */
   #batchAt(position: number): Batch {
     const open = this.#open;
     if (open !== undefined && open.chunk.position === position) return open;
     if (open !== undefined) this.#start(open);
-    let settle!: (error?: Error) => void;
-    const done = new Promise<void>((resolve, reject) => {
-      settle = (error) => (error === undefined ? resolve() : reject(error));
-    });
-    // A failure reaches the files through their promises; never an unhandled rejection here.
-    done.catch(() => undefined);
     const batch: Batch = {
       chunk: this.#payload.chunk(position),
       checks: [],
       writes: [],
       names: new Map(),
       checkNames: [],
-      done,
-      settle,
+      tasks: [],
     };
     this.#open = batch;
     return batch;
@@ -165,17 +216,32 @@ export class PayloadContentWriter implements FileContentWriter {
         .then(
           () => {
             this.#onChunkDone?.(chunk.end - chunk.start);
-            batch.settle();
+            this.#settle(batch);
           },
-          (error: unknown) => batch.settle(this.#named(batch, error)),
+          (error: unknown) => this.#settle(batch, this.#named(batch, error)),
         )
         .finally(() => {
           this.#inFlight--;
           this.#pump();
+          this.#plan();
           const waiters = this.#progressWaiters;
           this.#progressWaiters = [];
           for (const wake of waiters) wake();
         });
+    }
+  }
+
+  /** A file is done when its last batch is and it is planned to its end; failed at the first error. */
+  #settle(batch: Batch, error?: Error): void {
+    for (const task of batch.tasks) {
+      task.unsettled--;
+      if (task.failed) continue;
+      if (error !== undefined) {
+        task.failed = true;
+        task.reject(error);
+      } else if (task.unsettled === 0 && task.at >= task.end) {
+        task.resolve();
+      }
     }
   }
 
