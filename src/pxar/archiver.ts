@@ -38,6 +38,7 @@ import {
   statfsSync,
 } from 'node:fs';
 import type { BigIntStats, Dirent } from 'node:fs';
+import { EventLoopTurns } from '../lib/event-loop-turns.js';
 import { BurrowError } from '../lib/errors.js';
 import type { CatalogWriter } from '../format/catalog.js';
 import { S_IFMT, S_IFREG, compareNames, joinPath, kindOfMode } from './format.js';
@@ -198,8 +199,6 @@ function messageOf(error: unknown): string {
 const SLASH = Buffer.from('/');
 const EXCLUDE_CLI_NAME = Buffer.from(PXAREXCLUDE_CLI);
 const PXAREXCLUDE_NAME = Buffer.from(PXAREXCLUDE);
-/** How long the walk may run on microtasks alone (see Walker.letOthersRun). */
-const YIELD_INTERVAL_MS = 2;
 const ZEROS = new Uint8Array(READ_PIECE_SIZE);
 
 interface Listed {
@@ -320,7 +319,8 @@ class Walker {
   private readonly deviceSet: Set<bigint> | undefined;
   private readonly hardlinks = new Map<string, { path: Uint8Array; offset: number }>();
   private currentDev: bigint;
-  private lastYield = 0;
+  /** Turns of the event loop for the workers' replies (see EventLoopTurns). */
+  private readonly turns = new EventLoopTurns();
   private open = 0;
   private started = 0;
   private bytes = 0;
@@ -374,19 +374,6 @@ class Walker {
 
   async run(): Promise<void> {
     await this.directoryContents(this.source, new Uint8Array(0), true);
-  }
-
-  /**
-   * Returns to the event loop every few milliseconds. Small files are read synchronously and the
-   * encoder's sinks resolve at once while they have room, so the walk runs on resolved promises
-   * (microtasks) and the event loop would not take the chunk workers' replies: a worker whose two
-   * jobs are done waits for its next ones until the walk blocks on a full pipeline.
-   */
-  private async letOthersRun(): Promise<void> {
-    const now = performance.now();
-    if (now - this.lastYield < YIELD_INTERVAL_MS) return;
-    await new Promise<void>((resolve) => setImmediate(resolve));
-    this.lastYield = performance.now();
   }
 
   private warn(message: string, path: string | Uint8Array): void {
@@ -493,7 +480,7 @@ class Walker {
   }
 
   private async entry(entry: Listed): Promise<void> {
-    await this.letOthersRun();
+    await this.turns.maybeYield();
     this.started++;
     this.options.onProgress?.({
       entries: this.started,

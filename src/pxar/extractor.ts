@@ -34,6 +34,7 @@ import {
   writeSync,
   type BigIntStats,
 } from 'node:fs';
+import { EventLoopTurns } from '../lib/event-loop-turns.js';
 import { BurrowError, isBurrowError } from '../lib/errors.js';
 import { getFsFlags, mknod, setFsFlags } from '../lib/native-fs.js';
 import type { DecoderEvent, PxarDecoder } from './decoder.js';
@@ -122,9 +123,6 @@ export interface FileContentWriter {
   /** Resolves when some started work finishes (at once when none is started). */
   progress(): Promise<void>;
 }
-
-/** How long the extraction loop may run on microtasks alone (see letOthersRun). */
-const YIELD_INTERVAL_MS = 2;
 
 /**
  * Files whose contents a FileContentWriter may be writing at one time: a quarter of the soft
@@ -354,7 +352,8 @@ class Extractor {
   /** Files whose contents the contentWriter is writing, and who waits for one to finish. */
   private pendingFiles = 0;
   private readonly pendingLimit = pendingFileLimit();
-  private lastYield = 0;
+  /** Turns of the event loop for the workers' replies (see EventLoopTurns). */
+  private readonly turns = new EventLoopTurns();
   private fileWaiters: Array<() => void> = [];
   /** The first failure of a file written in the background, thrown at the next step. */
   private failure: BurrowError | undefined;
@@ -654,18 +653,6 @@ class Extractor {
     }
   }
 
-  /**
-   * Returns to the event loop every few milliseconds. While the decoder has its data at hand, the
-   * extraction loop runs on resolved promises (microtasks) and the event loop would not take the
-   * workers' replies, so the workers would wait for their next jobs until the loop blocks.
-   */
-  private async letOthersRun(): Promise<void> {
-    const now = performance.now();
-    if (now - this.lastYield < YIELD_INTERVAL_MS) return;
-    await new Promise<void>((resolve) => setImmediate(resolve));
-    this.lastYield = performance.now();
-  }
-
   private fileSettled(): Promise<void> {
     return new Promise((resolve) => this.fileWaiters.push(resolve));
   }
@@ -813,7 +800,7 @@ class Extractor {
     const writer = this.options.contentWriter;
     if (writer !== undefined && entry.body.kind === 'file') {
       await this.waitForRoom(writer);
-      await this.letOthersRun();
+      await this.turns.maybeYield();
       this.throwIfFailed();
     }
     // A replaced file is unlinked, not truncated: other hardlinks to it in the target keep their
