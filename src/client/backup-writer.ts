@@ -22,6 +22,18 @@ export interface BackupWriter {
     size: number,
     encoded: Uint8Array,
   ): Promise<void>;
+  /**
+   * Repositories that can see their chunk store (local mode; the PBS protocol has no such call):
+   * references a chunk the store already holds, touched for GC, instead of an upload, so the
+   * client need not encode a chunk it did not know from the previous snapshot. false: upload it.
+   */
+  reuseStoredChunk?(
+    wid: number,
+    kind: IndexKind,
+    digest: Uint8Array,
+    size: number,
+    encrypted: boolean,
+  ): Promise<boolean>;
   appendIndex(
     wid: number,
     kind: IndexKind,

@@ -11,6 +11,8 @@
  *   (and uploaded) as soon as possible; only the appends wait for stream order. The first chunk to
  *   reach a digest uploads it; every other chunk with that digest, earlier or later in the stream,
  *   waits for that upload and is then appended as known, so each digest is uploaded once.
+ * - A digest that is not known is offered to the writer's reuseStoredChunk first, where there is
+ *   one (local mode): a chunk the store already holds is referenced, not encoded and uploaded.
  * - While most recent chunks were new (a first backup), a chunk is digested and encoded in one
  *   worker job and the blob of a chunk found known is dropped; while most were known, the digest
  *   comes first and only new chunks are encoded (#speculate).
@@ -205,7 +207,7 @@ class ChunkUpload {
   /** Chunks pulled and not yet appended, in stream order. */
   readonly #slots: Slot[] = [];
   /** Uploads by digest hex while they run: later chunks with that digest wait for them. */
-  readonly #uploading = new Map<string, Promise<number>>();
+  readonly #uploading = new Map<string, Promise<number | undefined>>();
   #failed = false;
   #failure: unknown;
   #producerDone = false;
@@ -394,28 +396,63 @@ class ChunkUpload {
         await running;
         return { digest, uploaded: false, encodedSize: 0 };
       }
-      if (!zero) this.#noteDecision(true);
       const encodeJob = job;
       job = undefined;
-      const upload = this.#upload(encoded ?? encodeJob, chunk, digest, hex, size);
+      const upload = this.#upload(encoded ?? encodeJob, chunk, digest, hex, size, zero);
       this.#uploading.set(hex, upload);
       const clear = (): void => void this.#uploading.delete(hex);
       upload.then(clear, clear);
-      return { digest, uploaded: true, encodedSize: await upload };
+      const encodedSize = await upload;
+      return encodedSize === undefined
+        ? { digest, uploaded: false, encodedSize: 0 }
+        : { digest, uploaded: true, encodedSize };
     } finally {
       job?.drop();
     }
   }
 
-  /** Encodes (unless `source` is the blob already) and uploads a new chunk. */
+  /**
+   * A chunk not known to the session: referenced as stored when the repository finds it in its
+   * chunk store (undefined; local mode, see BackupWriter.reuseStoredChunk), else encoded (unless
+   * `source` is the blob already) and uploaded (the encoded size).
+   */
   async #upload(
     source: ChunkJob | Uint8Array | undefined,
     chunk: Uint8Array,
     digest: Uint8Array,
     hex: string,
     size: number,
-  ): Promise<number> {
+    zero: boolean,
+  ): Promise<number | undefined> {
     const o = this.#o;
+    // A stat per new chunk, against compressing (and writing) one the store has: a first backup
+    // into a new group, say, of data that other groups hold.
+    if (o.writer.reuseStoredChunk !== undefined) {
+      // A worker holding the chunk for an encode that is not needed lets go of it.
+      const dropSource = (): void => {
+        if (source !== undefined && !(source instanceof Uint8Array)) source.drop();
+      };
+      let stored: boolean;
+      try {
+        stored = await o.writer.reuseStoredChunk(
+          o.wid,
+          o.kind,
+          digest,
+          size,
+          o.crypt !== undefined,
+        );
+      } catch (error) {
+        dropSource();
+        throw error;
+      }
+      if (stored) {
+        dropSource();
+        if (!zero) this.#noteDecision(false);
+        o.known.add(hex);
+        return undefined;
+      }
+    }
+    if (!zero) this.#noteDecision(true);
     const encoded =
       source instanceof Uint8Array
         ? source

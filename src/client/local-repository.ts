@@ -114,6 +114,16 @@ export class LocalBackupWriter implements BackupWriter {
     await this.session.uploadChunk(wid, kind, digest, size, encoded);
   }
 
+  reuseStoredChunk(
+    wid: number,
+    kind: IndexKind,
+    digest: Uint8Array,
+    size: number,
+    encrypted: boolean,
+  ): Promise<boolean> {
+    return this.session.reuseStoredChunk(wid, kind, digest, size, encrypted);
+  }
+
   appendIndex(
     wid: number,
     kind: IndexKind,

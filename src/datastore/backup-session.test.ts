@@ -351,6 +351,46 @@ describe('a full session', () => {
       duplicates: 1,
     });
   });
+
+  it('reuseStoredChunk: a chunk the store holds counts as a duplicate upload, a missing one as nothing', async () => {
+    const stored = fresh(400);
+    await store.insertChunk(stored.blob, stored.digest);
+    const missing = fresh(500);
+    const s = await start(nextGroup(), 1000);
+    try {
+      const wid = await s.createDynamicIndex('a.didx');
+      expect(await s.reuseStoredChunk(wid, 'dynamic', stored.digest, 400, false)).toBe(true);
+      // Not the family of the stored blob: the client must upload.
+      expect(await s.reuseStoredChunk(wid, 'dynamic', stored.digest, 400, true)).toBe(false);
+      expect(await s.reuseStoredChunk(wid, 'dynamic', missing.digest, 500, false)).toBe(false);
+      expect(existsSync(store.chunkStore.chunkPath(missing.digest))).toBe(false);
+      await expectCode(
+        s.reuseStoredChunk(wid, 'dynamic', stored.digest, 0, false),
+        'INVALID_ARGUMENT',
+      );
+      await expectCode(
+        s.reuseStoredChunk(wid + 1, 'dynamic', stored.digest, 400, false),
+        'BACKUP_SESSION_INVALID',
+      );
+      // Known now, as after an upload; the missing one is not.
+      await expectCode(
+        s.appendIndex(wid, 'dynamic', [missing.digest], [0]),
+        'BACKUP_SESSION_INVALID',
+      );
+      await s.appendIndex(wid, 'dynamic', [stored.digest], [0]);
+      await s.closeIndex(wid, 'dynamic', 1, 400, dynamicCsum([stored]));
+      await s.uploadBlob(MANIFEST_BLOB_NAME, manifestBlob(s.dir));
+      await s.finish();
+    } finally {
+      await s.close();
+    }
+    expect(s.stats()).toEqual({
+      count: 1,
+      size: 400,
+      compressedSize: stored.blob.byteLength,
+      duplicates: 1,
+    });
+  });
 });
 
 describe('start: checks 4-10 of §5.1', () => {

@@ -822,6 +822,44 @@ export class BackupSession {
   }
 
   /**
+   * Local mode only, not a PBS endpoint: registers a chunk that the store already holds as if the
+   * client had uploaded it and the upload had found a duplicate (stats and known chunks alike),
+   * so that a client with a digest it did not know from the previous snapshot can skip encoding
+   * it. The chunk is touched for GC as such an upload touches it. Resolves false, registering
+   * nothing, when the store lacks a usable copy (ChunkStore.touchIfStored); the client then
+   * uploads. The server never calls this: a client over the network cannot be taken at its
+   * word about what the store holds and how long it is.
+   */
+  reuseStoredChunk(
+    wid: number,
+    kind: IndexKind,
+    digest: Uint8Array,
+    size: number,
+    encrypted: boolean,
+  ): Promise<boolean> {
+    return this.#call(async () => {
+      const writer = this.#writer(wid, kind);
+      checkDigestArg(digest, 'digest');
+      checkCount(size, 'size', 1);
+      if (size > (writer.kind === 'fixed' ? FIXED_CHUNK_SIZE : MAX_CHUNK_SIZE)) {
+        throw invalid(`chunk size ${size} is too large for a ${writer.kind} index`, { size });
+      }
+      const encodedSize = await this.store.touchIfStored(digest, encrypted);
+      if (encodedSize === undefined) return false;
+      // As after an upload: a writer closed meanwhile gets nothing registered.
+      this.#writer(wid, kind);
+      writer.stats.count++;
+      writer.stats.size += size;
+      writer.stats.compressedSize += encodedSize;
+      writer.stats.duplicates++;
+      const hex = digestToHex(digest);
+      this.#known.set(hex, size);
+      this.#debugLog(`reused stored chunk: ${size} bytes, ${hex}`);
+      return true;
+    });
+  }
+
+  /**
    * PUT /dynamic_index, /fixed_index: append (start offset, digest) pairs, in order. Each digest
    * must be known; its length comes from the known-chunks map. Dynamic: each offset must be the
    * writer's current end. Fixed: 4 MiB aligned, full chunks except the one ending the image,

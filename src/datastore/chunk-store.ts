@@ -25,6 +25,7 @@ import {
   lstatSync,
   mkdirSync,
   openSync,
+  readSync,
   readdirSync,
   renameSync,
   rmSync,
@@ -245,6 +246,29 @@ function lstatIfExistsSync(path: string): Stats | undefined {
   } catch (error) {
     if (errnoCode(error) === 'ENOENT') return undefined;
     throw fsError(error, 'stat', path);
+  }
+}
+
+/**
+ * The first 8 bytes of a chunk file, or fewer (none) when it is shorter or gone: only a
+ * recognised magic counts, so a short or vanished file simply does not match.
+ */
+function readMagicSync(path: string): Uint8Array {
+  let fd: number;
+  try {
+    fd = openSync(path, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW);
+  } catch (error) {
+    if (errnoCode(error) === 'ENOENT' || errnoCode(error) === 'ELOOP') return new Uint8Array(0);
+    throw fsError(error, 'open chunk', path);
+  }
+  try {
+    const magic = new Uint8Array(8);
+    const got = readSync(fd, magic, 0, magic.byteLength, 0);
+    return magic.subarray(0, got);
+  } catch (error) {
+    throw fsError(error, 'read chunk', path);
+  } finally {
+    closeSync(fd);
   }
 }
 
@@ -663,6 +687,28 @@ export class ChunkStore {
     return withPathLock(path, () =>
       this.#insertLocked(path, blob, isEncryptedKind(kind), isCompressedKind(kind)),
     );
+  }
+
+  /**
+   * Whether the store already holds a usable chunk under `digest`, so that a local backup can
+   * reference it without encoding and inserting it first. Usable: a regular file that is not
+   * empty and whose blob magic is of the same family (`encrypted` or not) as the caller's
+   * chunks; insertChunk would replace an empty file and refuses to let the two families share a
+   * digest, so for those the caller must insert. A usable chunk is touched as insertChunk
+   * touches a duplicate, under the same lock, so that a running GC keeps it (§7.2). Returns its
+   * file size, or undefined (the caller then inserts as usual).
+   */
+  async touchIfStored(digest: Uint8Array, encrypted: boolean): Promise<number | undefined> {
+    const path = this.chunkPath(digest);
+    return withPathLock(path, async () => {
+      const existing = this.#blockingWrites ? lstatIfExistsSync(path) : await lstatIfExists(path);
+      if (existing === undefined || !existing.isFile() || existing.size === 0) return undefined;
+      // Eight bytes: not worth a thread-pool round trip. A file too short for a magic is for
+      // insertChunk (and verify) to deal with, not a match.
+      const kind = blobKindOf(readMagicSync(path));
+      if (kind === undefined || isEncryptedKind(kind) !== encrypted) return undefined;
+      return touchAtime(path) ? existing.size : undefined;
+    });
   }
 
   async #insertLocked(

@@ -1393,6 +1393,11 @@ export class DataStore {
     return this.chunkStore.insertChunk(blob, digest);
   }
 
+  /** ChunkStore.touchIfStored: the stored chunk's file size when it can be referenced as is. */
+  touchIfStored(digest: Uint8Array, encrypted: boolean): Promise<number | undefined> {
+    return this.chunkStore.touchIfStored(digest, encrypted);
+  }
+
   /**
    * PBS's maintenance-mode check at datastore lookup, for an operation that reads or writes the
    * store: `delete` and `unmount` block everything, `offline` (and `s3-refresh`) block reads and
