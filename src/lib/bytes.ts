@@ -10,7 +10,10 @@ const HEX_RE = /^(?:[0-9a-fA-F]{2})*$/;
 /** Decode hex (either case); `what` names the value in the error. */
 export function fromHex(hex: string, what = 'hex string'): Uint8Array {
   if (!HEX_RE.test(hex)) {
-    throw new BurrowError('INVALID_ARGUMENT', `${what} is not valid hex: ${JSON.stringify(hex.slice(0, 80))}`);
+    throw new BurrowError(
+      'INVALID_ARGUMENT',
+      `${what} is not valid hex: ${JSON.stringify(hex.slice(0, 80))}`,
+    );
   }
   return new Uint8Array(Buffer.from(hex, 'hex'));
 }
@@ -35,7 +38,9 @@ export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
 
 /** A Buffer view (no copy) of a Uint8Array, for Node APIs that want Buffers. */
 export function asBuffer(bytes: Uint8Array): Buffer {
-  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  return Buffer.isBuffer(bytes)
+    ? bytes
+    : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
 /** Standard base64 with padding, as PBS key files use. */

@@ -20,7 +20,10 @@ export const DEFAULT_DIRS: Readonly<BurrowDirs> = Object.freeze({
   logDir: '/var/log/burrow',
 });
 
-export function resolveDirs(overrides: Partial<BurrowDirs> = {}, env: NodeJS.ProcessEnv = process.env): BurrowDirs {
+export function resolveDirs(
+  overrides: Partial<BurrowDirs> = {},
+  env: NodeJS.ProcessEnv = process.env,
+): BurrowDirs {
   return {
     configDir: overrides.configDir ?? env.BURROW_CONFIG_DIR ?? DEFAULT_DIRS.configDir,
     runDir: overrides.runDir ?? env.BURROW_RUN_DIR ?? DEFAULT_DIRS.runDir,
@@ -33,4 +36,5 @@ export const locksDir = (dirs: BurrowDirs): string => join(dirs.runDir, 'locks')
 /** `$LOG_DIR/tasks`: task logs and the active/archive lists (pbs-formats §11.2). */
 export const tasksDir = (dirs: BurrowDirs): string => join(dirs.logDir, 'tasks');
 /** `$CONFIG_DIR/datastore.cfg`. */
-export const datastoreConfigPath = (dirs: BurrowDirs): string => join(dirs.configDir, 'datastore.cfg');
+export const datastoreConfigPath = (dirs: BurrowDirs): string =>
+  join(dirs.configDir, 'datastore.cfg');

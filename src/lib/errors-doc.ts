@@ -5,5 +5,7 @@ export function renderErrorTable(): string {
   const rows = Object.entries(ERROR_CODES).map(
     ([code, info]) => `| \`${code}\` | ${info.exit} | ${info.http} | ${info.summary} |`,
   );
-  return ['| code | exit status | HTTP status | meaning |', '|---|---|---|---|', ...rows].join('\n');
+  return ['| code | exit status | HTTP status | meaning |', '|---|---|---|---|', ...rows].join(
+    '\n',
+  );
 }

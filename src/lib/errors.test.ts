@@ -9,7 +9,9 @@ describe('error registry', () => {
     for (const match of doc.matchAll(/^\| `([A-Z0-9_]+)` \| (\d+) \| (\d+) \|/gm)) {
       documented.set(match[1]!, [Number(match[2]), Number(match[3])]);
     }
-    const inCode = new Map(Object.entries(ERROR_CODES).map(([c, i]) => [c, [i.exit, i.http] as [number, number]]));
+    const inCode = new Map(
+      Object.entries(ERROR_CODES).map(([c, i]) => [c, [i.exit, i.http] as [number, number]]),
+    );
     expect(documented).toEqual(inCode);
   });
 
@@ -33,11 +35,18 @@ describe('error registry', () => {
     expect(isBurrowError(err, 'BLOB_CRC_MISMATCH')).toBe(true);
     expect(isBurrowError(err, 'NOT_FOUND')).toBe(false);
     expect(isBurrowError(new Error('x'))).toBe(false);
-    expect(JSON.parse(JSON.stringify(err))).toEqual({ code: 'BLOB_CRC_MISMATCH', message: 'bad crc', details: { offset: 8 } });
+    expect(JSON.parse(JSON.stringify(err))).toEqual({
+      code: 'BLOB_CRC_MISMATCH',
+      message: 'bad crc',
+      details: { offset: 8 },
+    });
   });
 
   it('withFile names the file in message and details and keeps the code', () => {
-    const err = withFile(new BurrowError('INDEX_BAD_MAGIC', 'wrong magic', { details: { offset: 0 } }), '/x/a.fidx');
+    const err = withFile(
+      new BurrowError('INDEX_BAD_MAGIC', 'wrong magic', { details: { offset: 0 } }),
+      '/x/a.fidx',
+    );
     expect(isBurrowError(err, 'INDEX_BAD_MAGIC')).toBe(true);
     expect((err as BurrowError).message).toBe('/x/a.fidx: wrong magic');
     expect((err as BurrowError).details).toEqual({ offset: 0, file: '/x/a.fidx' });

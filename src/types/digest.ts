@@ -8,7 +8,10 @@ const DIGEST_HEX_RE = /^[a-f0-9]{64}$/;
 
 export function parseDigestHex(hex: string): Digest {
   if (!DIGEST_HEX_RE.test(hex)) {
-    throw new BurrowError('INVALID_DIGEST', `not a digest (64 lowercase hex characters): ${JSON.stringify(hex.slice(0, 80))}`);
+    throw new BurrowError(
+      'INVALID_DIGEST',
+      `not a digest (64 lowercase hex characters): ${JSON.stringify(hex.slice(0, 80))}`,
+    );
   }
   return new Uint8Array(Buffer.from(hex, 'hex'));
 }
