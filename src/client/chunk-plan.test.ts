@@ -4,8 +4,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
+import { createHash } from 'node:crypto';
+import { CryptConfig } from '../crypto/crypt-config.js';
+import { computeChunkDigest, encodeBlob } from '../format/data-blob.js';
 import { isBurrowError } from '../lib/errors.js';
-import { applyChunkPlan } from './chunk-plan.js';
+import { applyChunkPlan, decodeCheckedChunk } from './chunk-plan.js';
 
 const work = mkdtempSync(join(tmpdir(), 'burrow-chunk-plan-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
@@ -120,5 +123,50 @@ describe('applyChunkPlan', () => {
     } finally {
       closeSync(readOnly);
     }
+  });
+});
+
+describe('decodeCheckedChunk', () => {
+  const data = new Uint8Array(5000).map((_, i) => (i * 7) % 251);
+  const codeOf = (fn: () => unknown): string | undefined => {
+    try {
+      fn();
+    } catch (error) {
+      return isBurrowError(error) ? error.code : 'not a BurrowError';
+    }
+    return undefined;
+  };
+
+  it('decodes plain and encrypted chunks against the index digest and size', () => {
+    const plain = encodeBlob(data);
+    const digest = new Uint8Array(createHash('sha256').update(data).digest());
+    expect(
+      decodeCheckedChunk(plain, { expectedDigest: digest, expectedSize: 5000 }, 'job'),
+    ).toEqual(data);
+    const crypt = new CryptConfig(new Uint8Array(32).fill(3));
+    const sealed = encodeBlob(data, { crypt });
+    const keyed = computeChunkDigest(data, crypt);
+    expect(
+      decodeCheckedChunk(sealed, { crypt, expectedDigest: keyed, expectedSize: 5000 }, 'job'),
+    ).toEqual(data);
+  });
+
+  it('refuses a chunk that is not the one the index names, and a job without the check', () => {
+    const blob = encodeBlob(data);
+    const digest = new Uint8Array(createHash('sha256').update(data).digest());
+    const other = new Uint8Array(digest);
+    other[0]! ^= 1;
+    expect(
+      codeOf(() => decodeCheckedChunk(blob, { expectedDigest: other, expectedSize: 5000 }, 'j')),
+    ).toBe('DIGEST_MISMATCH');
+    expect(
+      codeOf(() => decodeCheckedChunk(blob, { expectedDigest: digest, expectedSize: 4999 }, 'j')),
+    ).toMatch(/MISMATCH/);
+    expect(codeOf(() => decodeCheckedChunk(blob, { expectedSize: 5000 }, 'job 7'))).toBe(
+      'INTERNAL',
+    );
+    expect(codeOf(() => decodeCheckedChunk(blob, { expectedDigest: digest }, 'job 7'))).toBe(
+      'INTERNAL',
+    );
   });
 });

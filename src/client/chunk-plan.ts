@@ -12,7 +12,29 @@
  * bytes read as zeros either way.
  */
 import { writeSync } from 'node:fs';
+import type { CryptConfig } from '../crypto/crypt-config.js';
+import { decodeBlob } from '../format/data-blob.js';
 import { BurrowError } from '../lib/errors.js';
+
+/**
+ * A restored chunk's plaintext, decoded only against the digest and size its index gives: a
+ * restore relies on this check, on a worker thread as on the calling thread, so a chunk job
+ * without them is refused (`what` names the job).
+ */
+export function decodeCheckedChunk(
+  blob: Uint8Array,
+  check: { crypt?: CryptConfig; expectedDigest?: Uint8Array; expectedSize?: number },
+  what: string,
+): Uint8Array {
+  if (check.expectedDigest === undefined || check.expectedSize === undefined)
+    throw new BurrowError('INTERNAL', `${what} without a digest to check`);
+  return decodeBlob(blob, {
+    crypt: check.crypt,
+    expectedDigest: check.expectedDigest,
+    expectedSize: check.expectedSize,
+    checkCrc: false,
+  });
+}
 
 /** Bytes [from, to) of the chunk must equal `expected`. */
 export interface ChunkCheck {

@@ -14,9 +14,9 @@
  */
 import { parentPort } from 'node:worker_threads';
 import { CryptConfig } from '../crypto/crypt-config.js';
-import { computeChunkDigest, decodeBlob, encodeBlob } from '../format/data-blob.js';
+import { computeChunkDigest, encodeBlob } from '../format/data-blob.js';
 import { readChunkFileSync } from '../datastore/chunk-file.js';
-import { applyChunkPlan, type ChunkPlan } from './chunk-plan.js';
+import { applyChunkPlan, decodeCheckedChunk, type ChunkPlan } from './chunk-plan.js';
 import { BurrowError, isBurrowError } from '../lib/errors.js';
 
 /**
@@ -142,15 +142,15 @@ function postEncoded(id: number, job: Held, withDigest: boolean): void {
 }
 
 function decodeChecked(id: number, message: Extract<ToWorker, { type: 'job' }>): Uint8Array {
-  // Never decode unchecked: a restore relies on the digest check made here.
-  if (message.expectedDigest === undefined || message.expectedSize === undefined)
-    throw new BurrowError('INTERNAL', `chunk worker: decode job ${id} without a digest to check`);
-  return decodeBlob(dataOf(message.data), {
-    crypt: cryptFor(message.keyId),
-    expectedDigest: message.expectedDigest,
-    expectedSize: message.expectedSize,
-    checkCrc: false,
-  });
+  return decodeCheckedChunk(
+    dataOf(message.data),
+    {
+      crypt: cryptFor(message.keyId),
+      expectedDigest: message.expectedDigest,
+      expectedSize: message.expectedSize,
+    },
+    `chunk worker: decode job ${id}`,
+  );
 }
 
 function postDecoded(id: number, message: Extract<ToWorker, { type: 'job' }>): void {

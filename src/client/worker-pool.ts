@@ -25,11 +25,11 @@ import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import type { CryptConfig } from '../crypto/crypt-config.js';
 import { readChunkFileSync } from '../datastore/chunk-file.js';
-import { computeChunkDigest, decodeBlob, encodeBlob } from '../format/data-blob.js';
+import { computeChunkDigest, encodeBlob } from '../format/data-blob.js';
 import { BLOB_ZSTD_LEVEL } from '../format/magic.js';
 import type { ErrorCode } from '../lib/errors.js';
 import { BurrowError, ERROR_CODES, isBurrowError } from '../lib/errors.js';
-import { applyChunkPlan, type ChunkPlan } from './chunk-plan.js';
+import { applyChunkPlan, decodeCheckedChunk, type ChunkPlan } from './chunk-plan.js';
 import type {
   ChunkFileRef,
   FromWorker,
@@ -684,16 +684,8 @@ export class ChunkWorkerPool {
       switch (job.want) {
         case 'decode':
         case 'write': {
-          // Never decode unchecked, here as on a worker: a restore relies on this check.
-          if (job.expectedDigest === undefined || job.expectedSize === undefined)
-            throw new BurrowError('INTERNAL', `decode job ${job.id} without a digest to check`);
           job.state = 'encoding';
-          const decoded = decodeBlob(bytes, {
-            crypt: job.crypt,
-            expectedDigest: job.expectedDigest,
-            expectedSize: job.expectedSize,
-            checkCrc: false,
-          });
+          const decoded = decodeCheckedChunk(bytes, job, `decode job ${job.id}`);
           if (job.want === 'write') {
             applyChunkPlan(decoded, job.plan!);
             job.encoded.resolve(new Uint8Array(0));

@@ -507,8 +507,10 @@ export class DataStore {
   /**
    * The datastore named `name` in datastore.cfg. Instances are cached per process (keyed by
    * config and run directory and name) and renewed when the store's section changes; a renewed
-   * instance re-reads `.gc-status`. The cached instance keeps the clock and log of the lookup
-   * that made it. NOT_FOUND names the store.
+   * instance re-reads `.gc-status`. The cached instance keeps the clock, log and
+   * `blockingChunkWrites` of the lookup that made it: the point of the cache is one instance
+   * (one GC status, one view of the store) per store and process, and a process is either a
+   * client (blocking chunk writes) or a server, never both. NOT_FOUND names the store.
    */
   static async lookup(name: string, ctx: DataStoreContext): Promise<DataStore> {
     const { entries } = await readDatastoreConfig(ctx.dirs);
