@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
-import { isBurrowError } from '../lib/errors.js';
+import { BurrowError, isBurrowError } from '../lib/errors.js';
 import { PXAR } from '../pxar/format.js';
 import { applyChunkPlan, type ChunkPlan } from './chunk-plan.js';
 import type { ArchiveChunk, ArchiveReader } from './chunk-reader.js';
@@ -41,9 +41,9 @@ function payloadStream(files: Uint8Array[]): { bytes: Uint8Array; offsets: numbe
  * The parts of an ArchiveReader the writer uses, over bytes in memory cut at `ends`: plans are
  * carried out on slices, asynchronously, as a worker would. Counts the chunk jobs at once.
  */
-function memoryPayload(bytes: Uint8Array, ends: number[]) {
+function memoryPayload(bytes: Uint8Array, ends: number[], failAt?: number) {
   let inFlight = 0;
-  const stats = { jobs: 0, maxInFlight: 0, decoded: new Map<number, number>() };
+  const stats = { jobs: 0, maxInFlight: 0, inFlight: 0, decoded: new Map<number, number>() };
   const chunk = (position: number): ArchiveChunk => ({
     position,
     start: position === 0 ? 0 : ends[position - 1]!,
@@ -60,13 +60,17 @@ function memoryPayload(bytes: Uint8Array, ends: number[]) {
       stats.jobs++;
       stats.decoded.set(position, (stats.decoded.get(position) ?? 0) + 1);
       inFlight++;
+      stats.inFlight = inFlight;
       stats.maxInFlight = Math.max(stats.maxInFlight, inFlight);
       try {
         await new Promise((resolve) => setImmediate(resolve));
+        if (position === failAt)
+          throw new BurrowError('DIGEST_MISMATCH', `chunk ${position} is damaged`);
         const { start, end } = chunk(position);
         applyChunkPlan(bytes.subarray(start, end), plan);
       } finally {
         inFlight--;
+        stats.inFlight = inFlight;
       }
     },
   };
@@ -159,6 +163,32 @@ describe('PayloadContentWriter', () => {
       expect(stats.jobs).toBeGreaterThan(150);
       expect(stats.maxInFlight).toBeLessThanOrEqual(MAX_CHUNKS_IN_FLIGHT);
       expect(Buffer.compare(readFileSync(path), big)).toBe(0);
+    } finally {
+      closeSync(fd);
+    }
+  });
+
+  it('stops a file at its first damaged chunk and rejects it only once none of its writes runs', async () => {
+    const big = new Uint8Array(200_000).map((_, i) => (i * 7) % 251);
+    const { bytes, offsets } = payloadStream([big]);
+    const { reader, stats } = memoryPayload(bytes, cutsOf(bytes.length, [1000]), 3);
+    const writer = new PayloadContentWriter(reader);
+    const fd = openSync(join(work, 'damaged'), 'wx+');
+    try {
+      const done = writer.write(fd, offsets[0]!, big.length, 'big');
+      writer.flush();
+      const error = await done.then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(isBurrowError(error, 'DIGEST_MISMATCH')).toBe(true);
+      // The caller may close the descriptor now: nothing of the file is written any more.
+      expect(stats.inFlight).toBe(0);
+      const jobs = stats.jobs;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      expect(stats.jobs).toBe(jobs);
+      expect(jobs).toBeLessThan(PLAN_AHEAD + 4);
+      expect(writer.busy).toBe(false);
     } finally {
       closeSync(fd);
     }

@@ -44,7 +44,8 @@ interface FileTask {
   at: number;
   /** Batches holding part of this file that have not settled. */
   unsettled: number;
-  failed: boolean;
+  /** The first failure of one of its batches; the file is rejected once none is left running. */
+  error: Error | undefined;
   resolve(): void;
   reject(error: Error): void;
 }
@@ -112,7 +113,7 @@ export class PayloadContentWriter implements FileContentWriter {
         header: payloadHeader(size),
         at: start,
         unsettled: 0,
-        failed: false,
+        error: undefined,
         resolve,
         reject,
       });
@@ -231,17 +232,23 @@ export class PayloadContentWriter implements FileContentWriter {
     }
   }
 
-  /** A file is done when its last batch is and it is planned to its end; failed at the first error. */
+  /**
+   * A file is done when it is planned to its end and its last batch is. A failed file is planned
+   * no further and rejected once none of its batches runs any more: the caller closes its
+   * descriptor then, and a write still on its way could otherwise land in whatever file gets
+   * that descriptor number next.
+   */
   #settle(batch: Batch, error?: Error): void {
     for (const task of batch.tasks) {
       task.unsettled--;
-      if (task.failed) continue;
-      if (error !== undefined) {
-        task.failed = true;
-        task.reject(error);
-      } else if (task.unsettled === 0 && task.at >= task.end) {
-        task.resolve();
+      if (error !== undefined && task.error === undefined) {
+        task.error = error;
+        const at = this.#tasks.indexOf(task);
+        if (at >= 0) this.#tasks.splice(at, 1);
       }
+      if (task.unsettled > 0) continue;
+      if (task.error !== undefined) task.reject(task.error);
+      else if (task.at >= task.end) task.resolve();
     }
   }
 
