@@ -14,12 +14,11 @@
  * closes), and index writers queue their file writes in call order, so overlapping calls see
  * the state every earlier call left. close() waits for calls in flight before it tears down.
  */
-import { createHash } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import { crc32 } from 'node:zlib';
 import { bytesEqual, toHex } from '../lib/bytes.js';
 import { BurrowError, isBurrowError } from '../lib/errors.js';
-import { decodeBlob, isEncryptedKind, parseBlobHeader } from '../format/data-blob.js';
+import { isEncryptedKind, parseBlobHeader, plainBlobDigest } from '../format/data-blob.js';
 import type { BlobHeader } from '../format/data-blob.js';
 import { IndexCsumBuilder } from '../format/index-common.js';
 import {
@@ -785,18 +784,22 @@ export class BackupSession {
         const hex = digestToHex(digest);
         const header = parseBlobHeader(encoded);
         if (!this.#trustedClient && !isEncryptedKind(header.kind)) {
-          const data = decodeBlob(encoded, { checkCrc: false, maxSize: MAX_CHUNK_SIZE });
-          const actual = createHash('sha256').update(data).digest();
-          if (!bytesEqual(actual, digest)) {
+          // Decoded into reused memory, only to be hashed: the stored chunk is `encoded`.
+          const actual = plainBlobDigest(encoded, {
+            checkCrc: false,
+            maxSize: MAX_CHUNK_SIZE,
+            expectedSize: size,
+          });
+          if (!bytesEqual(actual.digest, digest)) {
             throw new BurrowError('DIGEST_MISMATCH', 'detected chunk with wrong digest.', {
-              details: { expected: hex, actual: toHex(actual) },
+              details: { expected: hex, actual: toHex(actual.digest) },
             });
           }
-          if (data.byteLength !== size) {
+          if (actual.size !== size) {
             throw new BurrowError(
               'SIZE_MISMATCH',
-              `detected chunk with wrong length (${data.byteLength} != ${size})`,
-              { details: { expected: size, actual: data.byteLength } },
+              `detected chunk with wrong length (${actual.size} != ${size})`,
+              { details: { expected: size, actual: actual.size } },
             );
           }
         }

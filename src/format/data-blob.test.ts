@@ -18,6 +18,7 @@ import {
   encodeBlob,
   encodeChunk,
   parseBlobHeader,
+  plainBlobDigest,
   verifyBlobCrc,
   verifyUnencrypted,
 } from './data-blob.js';
@@ -395,6 +396,65 @@ describe('decoding checks', () => {
     const damaged = encodeBlob(data, { crypt: KEY_ONES });
     damaged[50] = damaged[50]! ^ 1;
     expectBurrowError(() => verifyUnencrypted(damaged, 2000, digest), 'BLOB_CRC_MISMATCH');
+  });
+
+  it('verifyUnencrypted without the CRC check still checks size and digest', () => {
+    const data = new Uint8Array(3000).fill(9);
+    for (const compress of [true, false]) {
+      const blob = encodeBlob(data, { compress });
+      blob[8] = blob[8]! ^ 1; // the CRC field
+      expectBurrowError(() => verifyUnencrypted(blob, 3000, sha256(data)), 'BLOB_CRC_MISMATCH');
+      verifyUnencrypted(blob, 3000, sha256(data), { checkCrc: false });
+      expectBurrowError(
+        () => verifyUnencrypted(blob, 3000, new Uint8Array(32), { checkCrc: false }),
+        'DIGEST_MISMATCH',
+      );
+    }
+    const encrypted = encodeBlob(data, { crypt: KEY_ONES });
+    encrypted[8] = encrypted[8]! ^ 1;
+    verifyUnencrypted(encrypted, 1, new Uint8Array(32), { checkCrc: false });
+  });
+
+  it('plainBlobDigest gives the digest and length of the data, whatever the encoding', () => {
+    fc.assert(
+      fc.property(
+        fc.oneof(fc.uint8Array({ maxLength: 30000 }), fc.uint8Array({ max: 1, maxLength: 30000 })),
+        fc.boolean(),
+        (data, compress) => {
+          const blob = encodeBlob(data, { compress });
+          const result = plainBlobDigest(blob);
+          expect(toHex(result.digest)).toBe(toHex(sha256(data)));
+          expect(result.size).toBe(data.byteLength);
+          // Hashing in reused memory must not disturb the next result.
+          const again = plainBlobDigest(encodeBlob(data.slice().reverse(), { compress }), {
+            expectedSize: data.byteLength,
+          });
+          expect(toHex(again.digest)).toBe(toHex(sha256(data.slice().reverse())));
+        },
+      ),
+      { numRuns: 40 },
+    );
+  });
+
+  it('plainBlobDigest refuses encrypted, damaged and oversized blobs', () => {
+    const data = new Uint8Array(5000).fill(4);
+    expectBurrowError(
+      () => plainBlobDigest(encodeBlob(data, { crypt: KEY_ONES })),
+      'BLOB_KEY_REQUIRED',
+    );
+    const damaged = encodeBlob(data);
+    damaged[damaged.byteLength - 1] = damaged[damaged.byteLength - 1]! ^ 0xff;
+    expectBurrowError(() => plainBlobDigest(damaged), 'BLOB_CRC_MISMATCH');
+    expect(() => plainBlobDigest(damaged, { checkCrc: false })).toThrow(BurrowError);
+    expectBurrowError(
+      () => plainBlobDigest(encodeBlob(data), { maxSize: 4999 }),
+      'BLOB_DECOMPRESS_FAILED',
+    );
+    expectBurrowError(
+      () => plainBlobDigest(encodeBlob(data, { compress: false }), { maxSize: 4999 }),
+      'BLOB_TOO_LARGE',
+    );
+    expectBurrowError(() => plainBlobDigest(encodeBlob(data).subarray(0, 5)), 'BLOB_TRUNCATED');
   });
 
   it('refuses plain data above maxSize', () => {

@@ -438,19 +438,74 @@ function decompressPayload(
 }
 
 /**
+ * The SHA-256 and length of an unencrypted blob's data, for checks that look at the data only to
+ * hash it (a server checking an upload). The data is decoded into memory reused from call to
+ * call (zstd's `scratch`), so checking thousands of chunks allocates nothing per chunk. The same
+ * errors as decodeBlob; an encrypted blob is BLOB_KEY_REQUIRED, since its digest needs the key.
+ */
+export function plainBlobDigest(
+  raw: Uint8Array,
+  options: Pick<DecodeBlobOptions, 'checkCrc' | 'expectedSize' | 'maxSize'> = {},
+): { digest: Digest; size: number } {
+  const { checkCrc = true, expectedSize, maxSize = MAX_BLOB_SIZE } = options;
+  checkSize('maxSize', maxSize);
+  if (expectedSize !== undefined) checkSize('expectedSize', expectedSize);
+  const header = parseBlobHeader(raw);
+  const payload = view(raw, header.headerSize);
+  if (checkCrc) verifyPayloadCrc(header, payload);
+  if (isEncryptedKind(header.kind)) {
+    throw new BurrowError(
+      'BLOB_KEY_REQUIRED',
+      `the blob is encrypted (${header.kind}); its digest cannot be computed without the key`,
+      { details: { kind: header.kind } },
+    );
+  }
+  const data =
+    header.kind === 'zstd'
+      ? zstdDecompress(payload, maxSize, {
+          scratch: true,
+          ...(expectedSize === undefined ? {} : { sizeHint: expectedSize }),
+        })
+      : payload;
+  if (data.byteLength > maxSize) {
+    throw new BurrowError(
+      'BLOB_TOO_LARGE',
+      `blob data is ${data.byteLength} bytes, more than the limit of ${maxSize}`,
+      { details: { size: data.byteLength, limit: maxSize } },
+    );
+  }
+  return { digest: computeChunkDigest(data), size: data.byteLength };
+}
+
+/**
  * The server-side check of an uploaded chunk (pbs-formats §3.6): header and CRC for every kind;
  * for unencrypted blobs also the decoded size and SHA-256. Encrypted content cannot be checked
- * without the key, so it is accepted as is.
+ * without the key, so it is accepted as is. `checkCrc: false` skips the CRC (a caller that
+ * checked it already). The decoded data is not kept (plainBlobDigest).
  */
 export function verifyUnencrypted(
   raw: Uint8Array,
   expectedSize: number,
   expectedDigest: Digest,
+  options: { checkCrc?: boolean } = {},
 ): void {
+  const checkCrc = options.checkCrc ?? true;
   const header = parseBlobHeader(raw);
   if (isEncryptedKind(header.kind)) {
-    verifyPayloadCrc(header, raw.subarray(header.headerSize));
+    if (checkCrc) verifyPayloadCrc(header, raw.subarray(header.headerSize));
     return;
   }
-  decodeBlob(raw, { expectedSize, expectedDigest });
+  const { digest, size } = plainBlobDigest(raw, { checkCrc, expectedSize });
+  if (size !== expectedSize) {
+    throw new BurrowError('SIZE_MISMATCH', `blob data is ${size} bytes, expected ${expectedSize}`, {
+      details: { size, expected: expectedSize },
+    });
+  }
+  if (!asBuffer(digest).equals(asBuffer(expectedDigest))) {
+    throw new BurrowError(
+      'DIGEST_MISMATCH',
+      `blob data has digest ${toHex(digest)}, expected ${toHex(expectedDigest)}`,
+      { details: { digest: toHex(digest), expected: toHex(expectedDigest) } },
+    );
+  }
 }

@@ -3,7 +3,8 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import binding from 'zstd-napi/binding.js';
 import { BurrowError, type ErrorCode } from '../lib/errors.js';
-import { zstdCompress, zstdCompressBound, zstdDecompress } from './zstd.js';
+import { MAX_CHUNK_SIZE } from './magic.js';
+import { DECODE_SCRATCH_LIMIT, zstdCompress, zstdCompressBound, zstdDecompress } from './zstd.js';
 
 function same(a: Uint8Array, b: Uint8Array): boolean {
   return Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(b);
@@ -128,6 +129,44 @@ describe('zstdDecompress', () => {
   it('checks its arguments', () => {
     expectCode(() => zstdDecompress(zstdCompress(text), -1), 'INVALID_ARGUMENT');
     expectCode(() => zstdDecompress(zstdCompress(text), 1.5), 'INVALID_ARGUMENT');
+  });
+
+  it('decodes into reused scratch memory when asked, with the same results and limits', () => {
+    fc.assert(
+      fc.property(
+        fc.oneof(fc.uint8Array({ maxLength: 20000 }), fc.uint8Array({ max: 2, maxLength: 20000 })),
+        fc.option(fc.integer({ min: 0, max: 40000 })),
+        (data, hint) => {
+          const options = { scratch: true, ...(hint === null ? {} : { sizeHint: hint }) };
+          for (const frame of [zstdCompress(data), streamingFrame(data)]) {
+            expect(same(zstdDecompress(frame, MAX_CHUNK_SIZE, options), data)).toBe(true);
+          }
+        },
+      ),
+      { numRuns: 60 },
+    );
+    for (const frame of [zstdCompress(text), streamingFrame(text)]) {
+      const options = { scratch: true };
+      expect(zstdDecompress(frame, text.byteLength, options).byteLength).toBe(text.byteLength);
+      expectCode(
+        () => zstdDecompress(frame, text.byteLength - 1, options),
+        'BLOB_DECOMPRESS_FAILED',
+      );
+    }
+  });
+
+  it('hands out the same scratch memory each time, and fresh memory above its limit', () => {
+    const first = zstdDecompress(zstdCompress(text), MAX_CHUNK_SIZE, { scratch: true });
+    const second = zstdDecompress(streamingFrame(noise), MAX_CHUNK_SIZE, { scratch: true });
+    expect(second.buffer).toBe(first.buffer);
+    // The first view now shows the second result: it was valid only until the next call.
+    expect(same(first.subarray(0, noise.byteLength), noise)).toBe(true);
+    expect(same(second, noise)).toBe(true);
+    const above = DECODE_SCRATCH_LIMIT; // maxSize + 1 would not fit the scratch
+    const fresh = zstdDecompress(zstdCompress(text), above, { scratch: true });
+    expect(fresh.buffer).not.toBe(first.buffer);
+    expect(same(fresh, text)).toBe(true);
+    expect(zstdDecompress(zstdCompress(text), MAX_CHUNK_SIZE).buffer).not.toBe(first.buffer);
   });
 
   it('never returns a view of its input', () => {

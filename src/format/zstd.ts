@@ -13,7 +13,7 @@
  */
 import binding from 'zstd-napi/binding.js';
 import { BurrowError } from '../lib/errors.js';
-import { BLOB_ZSTD_LEVEL, MAX_BLOB_SIZE } from './magic.js';
+import { BLOB_ZSTD_LEVEL, MAX_BLOB_SIZE, MAX_CHUNK_SIZE } from './magic.js';
 
 let cctx: InstanceType<typeof binding.CCtx> | undefined;
 let dctx: InstanceType<typeof binding.DCtx> | undefined;
@@ -101,6 +101,28 @@ export interface ZstdDecompressOptions {
    * A wrong hint costs speed, never correctness.
    */
   sizeHint?: number;
+  /**
+   * Decode into memory this module reuses instead of a fresh buffer: the result is a view that is
+   * valid only until the next scratch decompression on this thread. For content that is looked at
+   * once and dropped (a digest check of an upload), where a fresh buffer per chunk costs page
+   * faults and, through V8's external-memory accounting, full garbage collections. Limits above
+   * DECODE_SCRATCH_LIMIT decode into fresh memory as without this option.
+   */
+  scratch?: boolean;
+}
+
+/** The largest output the decode scratch holds: a maximal chunk plus the probe byte. */
+export const DECODE_SCRATCH_LIMIT = MAX_CHUNK_SIZE + 1;
+let decodeScratch: Uint8Array | undefined;
+
+/** Fresh memory, or (with `scratch`) a view of the reused decode scratch. */
+function outputFor(size: number, scratch: boolean): Uint8Array {
+  if (!scratch) return allocUninitialized(size);
+  if (decodeScratch === undefined || decodeScratch.byteLength < size) {
+    // Grown to the limit at once, so a later larger chunk does not allocate again.
+    decodeScratch = allocUninitialized(Math.max(size, DECODE_SCRATCH_LIMIT));
+  }
+  return decodeScratch.subarray(0, size);
 }
 
 /**
@@ -120,6 +142,7 @@ export function zstdDecompress(
     );
   }
   if (frame.byteLength === 0) throw failed('zstd payload is empty (no frame)', { offset: 0 });
+  const scratch = options.scratch === true && maxSize + 1 <= DECODE_SCRATCH_LIMIT;
 
   let declared: number | null;
   try {
@@ -150,17 +173,18 @@ export function zstdDecompress(
         cause,
       );
     }
-    if (frameSize === frame.byteLength) return decompressOnce(frame, declared, maxSize, true);
+    if (frameSize === frame.byteLength)
+      return decompressOnce(frame, declared, maxSize, true, scratch);
   } else if (
     options.sizeHint !== undefined &&
     Number.isSafeInteger(options.sizeHint) &&
     options.sizeHint >= 0 &&
     options.sizeHint <= maxSize
   ) {
-    const out = decompressOnce(frame, options.sizeHint, maxSize, false);
+    const out = decompressOnce(frame, options.sizeHint, maxSize, false, scratch);
     if (out !== undefined) return out;
   }
-  return decompressStreaming(frame, maxSize, options.sizeHint);
+  return decompressStreaming(frame, maxSize, options.sizeHint, scratch);
 }
 
 /**
@@ -172,20 +196,23 @@ function decompressOnce(
   capacity: number,
   maxSize: number,
   exact: true,
+  scratch: boolean,
 ): Uint8Array;
 function decompressOnce(
   frame: Uint8Array,
   capacity: number,
   maxSize: number,
   exact: false,
+  scratch: boolean,
 ): Uint8Array | undefined;
 function decompressOnce(
   frame: Uint8Array,
   capacity: number,
   maxSize: number,
   exact: boolean,
+  scratch: boolean,
 ): Uint8Array | undefined {
-  const out = allocUninitialized(capacity);
+  const out = outputFor(capacity, scratch);
   let produced: number;
   try {
     produced = decompressor().decompress(out, frame);
@@ -199,7 +226,7 @@ function decompressOnce(
       produced,
     });
   }
-  return fit(out, produced);
+  return scratch ? out.subarray(0, produced) : fit(out, produced);
 }
 
 const STREAM_MIN_CAPACITY = 128 * 1024;
@@ -208,11 +235,15 @@ function decompressStreaming(
   frame: Uint8Array,
   maxSize: number,
   sizeHint: number | undefined,
+  scratch: boolean,
 ): Uint8Array {
   // One byte above the limit lets "exactly maxSize" succeed while anything longer is caught.
   const hardCap = maxSize + 1;
-  let capacity = Math.min(hardCap, Math.max(STREAM_MIN_CAPACITY, sizeHint ?? frame.byteLength * 4));
-  let out = allocUninitialized(capacity);
+  // The scratch is reused anyway, so it starts at the cap and never grows.
+  let capacity = scratch
+    ? hardCap
+    : Math.min(hardCap, Math.max(STREAM_MIN_CAPACITY, sizeHint ?? frame.byteLength * 4));
+  let out = outputFor(capacity, scratch);
   let outPos = 0;
   let inPos = 0;
   const ctx = decompressor();
@@ -224,6 +255,7 @@ function decompressStreaming(
   for (;;) {
     if (outPos === capacity) {
       if (capacity === hardCap) throw tooLarge(maxSize);
+      // (Never reached with `scratch`, whose capacity is the cap.)
       capacity = Math.min(hardCap, capacity * 2);
       const grown = allocUninitialized(capacity);
       grown.set(out.subarray(0, outPos));
@@ -258,5 +290,5 @@ function decompressStreaming(
       );
     }
   }
-  return fit(out, outPos);
+  return scratch ? out.subarray(0, outPos) : fit(out, outPos);
 }
