@@ -6,6 +6,7 @@
 import type { Command } from 'commander';
 import { resolve } from 'node:path';
 import { createLogger } from '../../server/logger.js';
+import { tuneServerHeap } from '../../server/heap-tuning.js';
 import { DEFAULT_LISTEN, parseListenAddress, runServer } from '../../server/run-server.js';
 import { BurrowError } from '../../lib/errors.js';
 import { dirsOf, integerOption } from '../manager-context.js';
@@ -54,6 +55,8 @@ export function registerServeCommand(program: Command): void {
       // Fail on a bad address before anything is created.
       if (options.listen !== undefined) parseListenAddress(options.listen);
       const log = createLogger(options.logLevel === undefined ? {} : { level: options.logLevel });
+      // This process is the daemon: its heap is collected less eagerly (heap-tuning.ts).
+      tuneServerHeap();
       await runServer({
         dirs: dirsOf(command),
         log,
