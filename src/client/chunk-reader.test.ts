@@ -16,7 +16,12 @@ import {
 } from '../../test/helpers/snapshot-builder.js';
 import { rejectionCodeOf } from '../../test/helpers/error-code.js';
 import type { BackupReader } from './backup-writer.js';
-import { openArchiveReader, workerChunkFileDecoder } from './chunk-reader.js';
+import {
+  DEFAULT_PREFETCH,
+  REMOTE_PREFETCH,
+  openArchiveReader,
+  workerChunkFileDecoder,
+} from './chunk-reader.js';
 import { ChunkWorkerPool } from './worker-pool.js';
 
 const group = backupGroup(ROOT_NAMESPACE, 'host', 'reader');
@@ -238,6 +243,66 @@ describe('read-ahead', () => {
         expect(new Set(reader.chunkFetches).size).toBe(stream.chunks.length);
       });
     }
+  });
+});
+
+describe('sequential read-ahead', () => {
+  /** Chunk fetches under way once the first chunk of a sequential walk has been handed out. */
+  async function fetchesAfterFirst(
+    reader: BackupReader & { chunkFetches: string[] },
+    options: { prefetch?: number; prefetchBytes?: number } = {},
+  ): Promise<string[]> {
+    const archive = await openArchiveReader(reader, manifest, 'data.pxar.didx', undefined, options);
+    const walk = archive.chunks()[Symbol.asyncIterator]();
+    await walk.next();
+    const fetched = [...reader.chunkFetches];
+    await walk.return?.(undefined);
+    return fetched;
+  }
+
+  it('fetches further ahead from a reader without chunk files (a server) than from a local one', async () => {
+    await withReader(PLAIN_TIME, async (inner) => {
+      expect(typeof inner.chunkFile).toBe('function');
+      const n = stream.chunks.length;
+      expect(n).toBeGreaterThan(DEFAULT_PREFETCH + 2);
+      // The window, plus the one chunk refilled after the first was taken.
+      const local = countingReader(inner);
+      const localFetches = await fetchesAfterFirst({
+        ...local,
+        chunkFile: (d) => inner.chunkFile!(d),
+      });
+      expect(localFetches).toHaveLength(Math.min(n, DEFAULT_PREFETCH + 2));
+      const remoteFetches = await fetchesAfterFirst(countingReader(inner));
+      expect(remoteFetches).toHaveLength(Math.min(n, REMOTE_PREFETCH + 2));
+      expect(remoteFetches.length).toBeGreaterThan(localFetches.length);
+    });
+  });
+
+  it('keeps the bytes under way within prefetchBytes, however many chunks it may fetch', async () => {
+    await withReader(PLAIN_TIME, async (inner) => {
+      const budget = 3 * 65536;
+      const fetched = await fetchesAfterFirst(countingReader(inner), {
+        prefetch: 50,
+        prefetchBytes: budget,
+      });
+      const sizeOf = new Map(
+        stream.chunks.map((c) => [Buffer.from(c.digest).toString('hex'), c.end - c.start]),
+      );
+      expect(fetched.length).toBeGreaterThan(2);
+      expect(fetched.length).toBeLessThan(stream.chunks.length);
+      // Beside the chunk handed out, every fetch but the last began below the budget.
+      const beside = fetched.slice(1, -1).reduce((sum, hex) => sum + sizeOf.get(hex)!, 0);
+      expect(beside).toBeLessThan(budget);
+      expect(beside + sizeOf.get(fetched.at(-1)!)!).toBeGreaterThanOrEqual(budget);
+    });
+  });
+
+  it('refuses a bad prefetchBytes', async () => {
+    await withReader(PLAIN_TIME, async (reader) => {
+      await expect(
+        openArchiveReader(reader, manifest, 'data.pxar.didx', undefined, { prefetchBytes: -1 }),
+      ).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+    });
   });
 });
 
