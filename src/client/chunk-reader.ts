@@ -38,9 +38,8 @@ export const DEFAULT_PREFETCH = 4;
 /**
  * The same for a sequential walk over a network (a reader without chunk files): each fetch waits
  * for the server to read the chunk and send it, so more must be under way to keep the decoding
- * threads fed. A full
- * restore of the bench:server dataset from a server on this machine took 1.79-1.90 s with 12
- * against 1.92-2.02 s with 4 (to tmpfs, three alternating runs).
+ * threads fed. A full restore of the bench:server dataset from a server on this machine took
+ * 1.79-1.90 s with 12 against 1.92-2.02 s with 4 (to tmpfs, three alternating runs).
  */
 export const REMOTE_PREFETCH = 12;
 /**
