@@ -34,6 +34,11 @@ export interface BackupWriter {
     size: number,
     encrypted: boolean,
   ): Promise<boolean>;
+  /**
+   * reuseStoredChunk's question alone, changing nothing: whether the store holds a usable copy.
+   * A dry run asks it, so that its figures count such chunks as reused, as the real run would.
+   */
+  hasStoredChunk?(digest: Uint8Array, encrypted: boolean): Promise<boolean>;
   appendIndex(
     wid: number,
     kind: IndexKind,

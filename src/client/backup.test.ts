@@ -833,6 +833,37 @@ describe('runBackup, dry run and failures', () => {
     expect(await store.listSnapshots(group).catch(() => [])).toEqual([]);
   });
 
+  it('a dry run counts the chunks the store holds as reused, as the real run would, and changes nothing', async () => {
+    const src = join(await tempDir(), 'src');
+    await mkdir(src);
+    await writeFile(join(src, 'one.bin'), pseudoRandom(700 * KiB, 911));
+    await writeFile(join(src, 'two.txt'), 'dry run reuse\n'.repeat(30_000));
+    const archives = [parseArchiveSpec(`root.pxar:${src}`)];
+    const real = await backup(nextGroup(), T0, { archives, cryptMode: 'none' });
+    expect(real.summary.chunksNew).toBeGreaterThan(3);
+    const index = await store.openIndex(real.dir, 'root.pxar.didx');
+    const digests = [...index.index].map((c) => c.digest);
+    const chunkFiles = async (): Promise<Map<string, bigint>> => {
+      const out = new Map<string, bigint>();
+      for (const d of digests) {
+        const st = await lstat(store.chunkStore.chunkPath(d), { bigint: true });
+        out.set(toHex(d), st.mtimeNs);
+      }
+      return out;
+    };
+    const before = await chunkFiles();
+    // Another group, no previous snapshot: only the store can tell that nothing is new.
+    const group = nextGroup();
+    const dry = await backup(group, T0, { archives, cryptMode: 'none', dryRun: true });
+    expect(dry.summary.dryRun).toBe(true);
+    expect(dry.summary.chunksNew).toBe(0);
+    expect(dry.summary.bytesStored).toBe(0);
+    expect(dry.summary.chunksReused).toBe(real.summary.chunksNew);
+    expect(await chunkFiles()).toEqual(before);
+    expect(existsSync(store.snapshotPath(dry.dir))).toBe(false);
+    expect(await store.listSnapshots(group).catch(() => [])).toEqual([]);
+  });
+
   it('an upload failure mid-backup rejects and leaves no snapshot', async () => {
     const src = join(await tempDir(), 'src');
     await mkdir(src);

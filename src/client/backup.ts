@@ -273,15 +273,25 @@ function serverNames(archive: ArchiveSpec, mode: ChangeDetectionMode): string[] 
   return [serverArchiveName(archive.name)];
 }
 
-/** A writer that uploads nothing: dry runs still read the previous snapshot for reuse figures. */
+/**
+ * A writer that uploads nothing: dry runs still read the previous snapshot for reuse figures, and
+ * ask a local store (read-only) which chunks it holds, as the real run would reuse them.
+ */
 function dryRunWriter(real: BackupWriter): BackupWriter {
   let nextWid = 1;
   const nothing = (): Promise<void> => Promise.resolve();
+  const hasStoredChunk = real.hasStoredChunk?.bind(real);
   return {
     snapshot: real.snapshot,
     previousBackupTime: () => real.previousBackupTime(),
     downloadPrevious: (name) => real.downloadPrevious(name),
     createIndex: () => Promise.resolve(nextWid++),
+    ...(hasStoredChunk === undefined
+      ? {}
+      : {
+          reuseStoredChunk: (_wid, _kind, digest, _size, encrypted) =>
+            hasStoredChunk(digest, encrypted),
+        }),
     uploadChunk: nothing,
     appendIndex: nothing,
     closeIndex: nothing,

@@ -124,6 +124,10 @@ export class LocalBackupWriter implements BackupWriter {
     return this.session.reuseStoredChunk(wid, kind, digest, size, encrypted);
   }
 
+  async hasStoredChunk(digest: Uint8Array, encrypted: boolean): Promise<boolean> {
+    return (await this.session.store.storedChunkSize(digest, encrypted)) !== undefined;
+  }
+
   appendIndex(
     wid: number,
     kind: IndexKind,

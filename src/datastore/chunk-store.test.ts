@@ -749,6 +749,37 @@ describe('touchIfStored (a local backup referencing what the store holds)', () =
   });
 });
 
+describe('storedChunkSize (the same question, read-only)', () => {
+  it('answers as touchIfStored does and changes nothing', async () => {
+    for (const kind of ['plain', 'zstd', 'encrypted', 'zstd-encrypted'] as const) {
+      const digest = newDigest();
+      const blob = blobOf(kind, 1000);
+      await store.insertChunk(blob, digest);
+      const path = store.chunkPath(digest);
+      const encrypted = kind === 'encrypted' || kind === 'zstd-encrypted';
+      // As above: a first read of the magic may move the atime once (relatime); after that,
+      // only a touch would.
+      expect(await store.storedChunkSize(digest, !encrypted)).toBeUndefined();
+      await sleep(20);
+      const before = await stat(path, { bigint: true });
+      expect(await store.storedChunkSize(digest, encrypted)).toBe(blob.byteLength);
+      const after = await stat(path, { bigint: true });
+      expect(after.atimeNs).toBe(before.atimeNs);
+      expect(after.mtimeNs).toBe(before.mtimeNs);
+    }
+    const absent = newDigest();
+    expect(await store.storedChunkSize(absent, false)).toBeUndefined();
+    expect(existsSync(store.chunkPath(absent))).toBe(false);
+    const empty = newDigest();
+    await writeFile(store.chunkPath(empty), '');
+    const dir = newDigest();
+    await mkdir(store.chunkPath(dir));
+    for (const digest of [empty, dir]) {
+      expect(await store.storedChunkSize(digest, false), digestToHex(digest)).toBeUndefined();
+    }
+  });
+});
+
 describe('chunkIterator (§2.5)', () => {
   const hexA = '0000' + 'a'.repeat(60);
   const hexB = '0000' + 'b'.repeat(60);

@@ -701,14 +701,30 @@ export class ChunkStore {
   async touchIfStored(digest: Uint8Array, encrypted: boolean): Promise<number | undefined> {
     const path = this.chunkPath(digest);
     return withPathLock(path, async () => {
-      const existing = this.#blockingWrites ? lstatIfExistsSync(path) : await lstatIfExists(path);
-      if (existing === undefined || !existing.isFile() || existing.size === 0) return undefined;
-      // Eight bytes: not worth a thread-pool round trip. A file too short for a magic is for
-      // insertChunk (and verify) to deal with, not a match.
-      const kind = blobKindOf(readMagicSync(path));
-      if (kind === undefined || isEncryptedKind(kind) !== encrypted) return undefined;
-      return touchAtime(path) ? existing.size : undefined;
+      const size = await this.#usableChunkSize(path, encrypted);
+      return size !== undefined && touchAtime(path) ? size : undefined;
     });
+  }
+
+  /**
+   * touchIfStored's check alone, changing nothing (no touch, no lock): the file size of a usable
+   * stored copy, else undefined. For questions that must not modify the store (a dry-run
+   * backup's "would this chunk be reused?"); a chunk to be referenced is touched with
+   * touchIfStored instead, or GC could take it.
+   */
+  async storedChunkSize(digest: Uint8Array, encrypted: boolean): Promise<number | undefined> {
+    return this.#usableChunkSize(this.chunkPath(digest), encrypted);
+  }
+
+  /** A regular, non-empty chunk file whose magic is of the wanted family: its size. */
+  async #usableChunkSize(path: string, encrypted: boolean): Promise<number | undefined> {
+    const existing = this.#blockingWrites ? lstatIfExistsSync(path) : await lstatIfExists(path);
+    if (existing === undefined || !existing.isFile() || existing.size === 0) return undefined;
+    // Eight bytes: not worth a thread-pool round trip. A file too short for a magic is for
+    // insertChunk (and verify) to deal with, not a match.
+    const kind = blobKindOf(readMagicSync(path));
+    if (kind === undefined || isEncryptedKind(kind) !== encrypted) return undefined;
+    return existing.size;
   }
 
   async #insertLocked(

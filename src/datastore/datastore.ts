@@ -1400,6 +1400,11 @@ export class DataStore {
     return this.chunkStore.touchIfStored(digest, encrypted);
   }
 
+  /** ChunkStore.storedChunkSize: the same check, read-only. */
+  storedChunkSize(digest: Uint8Array, encrypted: boolean): Promise<number | undefined> {
+    return this.chunkStore.storedChunkSize(digest, encrypted);
+  }
+
   /**
    * PBS's maintenance-mode check at datastore lookup, for an operation that reads or writes the
    * store: `delete` and `unmount` block everything, `offline` (and `s3-refresh`) block reads and
