@@ -696,7 +696,7 @@ describe('touchChunk (§2.4)', () => {
   });
 });
 
-describe('touchIfStored (a local backup referencing what the store holds)', () => {
+describe('touchIfStored and storedChunkSize (a local backup referencing what the store holds)', () => {
   it('finds a chunk of the same family, touches it for GC and gives its file size', async () => {
     for (const blocking of [false, true]) {
       const s = await ChunkStore.open(base, { syncLevel: 'none', blockingWrites: blocking });
@@ -712,6 +712,10 @@ describe('touchIfStored (a local backup referencing what the store holds)', () =
         expect(await s.touchIfStored(digest, !encrypted)).toBeUndefined();
         await sleep(20);
         const before = await stat(path, { bigint: true });
+        // storedChunkSize asks the same question and changes nothing.
+        expect(await s.storedChunkSize(digest, !encrypted)).toBeUndefined();
+        expect(await s.storedChunkSize(digest, encrypted)).toBe(blob.byteLength);
+        expect((await stat(path, { bigint: true })).atimeNs).toBe(before.atimeNs);
         expect(await s.touchIfStored(digest, encrypted)).toBe(blob.byteLength);
         const after = await stat(path, { bigint: true });
         expect(after.atimeNs).toBeGreaterThan(before.atimeNs);
@@ -739,6 +743,7 @@ describe('touchIfStored (a local backup referencing what the store holds)', () =
     await symlink(store.chunkPath(target), store.chunkPath(linked));
     for (const digest of [empty, short, foreign, dir, linked]) {
       expect(await store.touchIfStored(digest, false), digestToHex(digest)).toBeUndefined();
+      expect(await store.storedChunkSize(digest, false), digestToHex(digest)).toBeUndefined();
     }
     // An insert then applies its own rules: the empty file is replaced by the chunk.
     const blob = blobOf('plain', 10);
@@ -746,37 +751,6 @@ describe('touchIfStored (a local backup referencing what the store holds)', () =
       duplicate: false,
       encodedSize: blob.byteLength,
     });
-  });
-});
-
-describe('storedChunkSize (the same question, read-only)', () => {
-  it('answers as touchIfStored does and changes nothing', async () => {
-    for (const kind of ['plain', 'zstd', 'encrypted', 'zstd-encrypted'] as const) {
-      const digest = newDigest();
-      const blob = blobOf(kind, 1000);
-      await store.insertChunk(blob, digest);
-      const path = store.chunkPath(digest);
-      const encrypted = kind === 'encrypted' || kind === 'zstd-encrypted';
-      // As above: a first read of the magic may move the atime once (relatime); after that,
-      // only a touch would.
-      expect(await store.storedChunkSize(digest, !encrypted)).toBeUndefined();
-      await sleep(20);
-      const before = await stat(path, { bigint: true });
-      expect(await store.storedChunkSize(digest, encrypted)).toBe(blob.byteLength);
-      const after = await stat(path, { bigint: true });
-      expect(after.atimeNs).toBe(before.atimeNs);
-      expect(after.mtimeNs).toBe(before.mtimeNs);
-    }
-    const absent = newDigest();
-    expect(await store.storedChunkSize(absent, false)).toBeUndefined();
-    expect(existsSync(store.chunkPath(absent))).toBe(false);
-    const empty = newDigest();
-    await writeFile(store.chunkPath(empty), '');
-    const dir = newDigest();
-    await mkdir(store.chunkPath(dir));
-    for (const digest of [empty, dir]) {
-      expect(await store.storedChunkSize(digest, false), digestToHex(digest)).toBeUndefined();
-    }
   });
 });
 
