@@ -810,11 +810,7 @@ export class BackupSession {
         // The writer may have been closed while the chunk was written; then, as in PBS, the
         // chunk is stored but not registered.
         this.#writer(wid, kind);
-        writer.stats.count++;
-        writer.stats.size += size;
-        writer.stats.compressedSize += encodedSize;
-        if (duplicate) writer.stats.duplicates++;
-        this.#known.set(hex, size);
+        this.#registerChunk(writer, hex, size, encodedSize, duplicate);
         this.#debugLog(`upload_chunk done: ${size} bytes, ${hex}`);
         return hex;
       } catch (error) {
@@ -851,15 +847,26 @@ export class BackupSession {
       if (encodedSize === undefined) return false;
       // As after an upload: a writer closed meanwhile gets nothing registered.
       this.#writer(wid, kind);
-      writer.stats.count++;
-      writer.stats.size += size;
-      writer.stats.compressedSize += encodedSize;
-      writer.stats.duplicates++;
       const hex = digestToHex(digest);
-      this.#known.set(hex, size);
+      this.#registerChunk(writer, hex, size, encodedSize, true);
       this.#debugLog(`reused stored chunk: ${size} bytes, ${hex}`);
       return true;
     });
+  }
+
+  /** A chunk the writer now references: its upload statistics, and known for appends. */
+  #registerChunk(
+    writer: WriterState,
+    hex: string,
+    size: number,
+    encodedSize: number,
+    duplicate: boolean,
+  ): void {
+    writer.stats.count++;
+    writer.stats.size += size;
+    writer.stats.compressedSize += encodedSize;
+    if (duplicate) writer.stats.duplicates++;
+    this.#known.set(hex, size);
   }
 
   /**

@@ -378,37 +378,41 @@ export function decodeBlob(raw: Uint8Array, options: DecodeBlobOptions = {}): Ui
     }
   }
 
-  if (data.byteLength > maxSize) {
-    throw new BurrowError(
-      'BLOB_TOO_LARGE',
-      `blob data is ${data.byteLength} bytes, more than the limit of ${maxSize}`,
-      {
-        details: { size: data.byteLength, limit: maxSize },
-      },
-    );
-  }
-  if (expectedSize !== undefined && data.byteLength !== expectedSize) {
-    throw new BurrowError(
-      'SIZE_MISMATCH',
-      `blob data is ${data.byteLength} bytes, expected ${expectedSize}`,
-      {
-        details: { size: data.byteLength, expected: expectedSize },
-      },
-    );
-  }
+  checkDataLimit(data.byteLength, maxSize);
+  if (expectedSize !== undefined) checkDataSize(data.byteLength, expectedSize);
   if (expectedDigest !== undefined) {
-    const digest = computeChunkDigest(data, encrypted ? crypt : undefined);
-    if (!asBuffer(digest).equals(asBuffer(expectedDigest))) {
-      throw new BurrowError(
-        'DIGEST_MISMATCH',
-        `blob data has digest ${toHex(digest)}, expected ${toHex(expectedDigest)}`,
-        {
-          details: { digest: toHex(digest), expected: toHex(expectedDigest) },
-        },
-      );
-    }
+    checkDataDigest(computeChunkDigest(data, encrypted ? crypt : undefined), expectedDigest);
   }
   return data;
+}
+
+/** Decoded data above the caller's limit: BLOB_TOO_LARGE. */
+function checkDataLimit(size: number, maxSize: number): void {
+  if (size > maxSize) {
+    throw new BurrowError(
+      'BLOB_TOO_LARGE',
+      `blob data is ${size} bytes, more than the limit of ${maxSize}`,
+      { details: { size, limit: maxSize } },
+    );
+  }
+}
+
+function checkDataSize(size: number, expected: number): void {
+  if (size !== expected) {
+    throw new BurrowError('SIZE_MISMATCH', `blob data is ${size} bytes, expected ${expected}`, {
+      details: { size, expected },
+    });
+  }
+}
+
+function checkDataDigest(digest: Uint8Array, expected: Uint8Array): void {
+  if (!asBuffer(digest).equals(asBuffer(expected))) {
+    throw new BurrowError(
+      'DIGEST_MISMATCH',
+      `blob data has digest ${toHex(digest)}, expected ${toHex(expected)}`,
+      { details: { digest: toHex(digest), expected: toHex(expected) } },
+    );
+  }
 }
 
 function checkSize(name: string, value: number): void {
@@ -467,13 +471,7 @@ export function plainBlobDigest(
           ...(expectedSize === undefined ? {} : { sizeHint: expectedSize }),
         })
       : payload;
-  if (data.byteLength > maxSize) {
-    throw new BurrowError(
-      'BLOB_TOO_LARGE',
-      `blob data is ${data.byteLength} bytes, more than the limit of ${maxSize}`,
-      { details: { size: data.byteLength, limit: maxSize } },
-    );
-  }
+  checkDataLimit(data.byteLength, maxSize);
   return { digest: computeChunkDigest(data), size: data.byteLength };
 }
 
@@ -496,16 +494,6 @@ export function verifyUnencrypted(
     return;
   }
   const { digest, size } = plainBlobDigest(raw, { checkCrc, expectedSize });
-  if (size !== expectedSize) {
-    throw new BurrowError('SIZE_MISMATCH', `blob data is ${size} bytes, expected ${expectedSize}`, {
-      details: { size, expected: expectedSize },
-    });
-  }
-  if (!asBuffer(digest).equals(asBuffer(expectedDigest))) {
-    throw new BurrowError(
-      'DIGEST_MISMATCH',
-      `blob data has digest ${toHex(digest)}, expected ${toHex(expectedDigest)}`,
-      { details: { digest: toHex(digest), expected: toHex(expectedDigest) } },
-    );
-  }
+  checkDataSize(size, expectedSize);
+  checkDataDigest(digest, expectedDigest);
 }
