@@ -1,8 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { readPackageJson } from '../lib/package-json.js';
 
-/** The package version, read from package.json next to dist/ (or src/ under tsx). */
-export const BURROW_VERSION: string = (
-  JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
-    version: string;
-  }
-).version;
+/** The package version, from package.json. */
+export const BURROW_VERSION: string = String(readPackageJson().version);

@@ -1,6 +1,7 @@
 /** `burrow-manager versions`: what is running, as `proxmox-backup-manager versions` shows it. */
 import type { Command } from 'commander';
 import { createRequire } from 'node:module';
+import { nativeAvailable, nativeUnavailableReason } from '../../lib/native-fs.js';
 import { outputFormatOption, printerFor } from '../run.js';
 import { BURROW_VERSION } from '../version.js';
 
@@ -23,6 +24,11 @@ export function collectVersions(): VersionRow[] {
     { package: 'node', version: process.versions.node },
     { package: 'openssl', version: process.versions.openssl },
     { package: 'zstd', version: zstdVersion() },
+    // The native helper (native/*.c): file locks, xattrs and the fast chunker scan need it.
+    {
+      package: 'burrow-fs',
+      version: nativeAvailable() ? 'loaded' : `not loaded: ${nativeUnavailableReason()}`,
+    },
   ];
 }
 

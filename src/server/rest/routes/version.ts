@@ -1,10 +1,9 @@
 /**
  * GET /version and GET /ping (pbs-protocol §8). PBS reports its package version split as
  * `version` = major.minor and `release` = the patch level, plus the git commit it was built from
- * (`repoid`). The server may not import the CLI, so the version is read from package.json here,
- * the same file src/cli/version.ts reads.
+ * (`repoid`), all from package.json (src/lib/package-json.ts), as the CLI's version is.
  */
-import { readFileSync } from 'node:fs';
+import { readPackageJson } from '../../../lib/package-json.js';
 import type { Route } from '../route.js';
 
 export interface VersionInfo {
@@ -12,9 +11,6 @@ export interface VersionInfo {
   readonly release: string;
   readonly repoid: string;
 }
-
-/** package.json sits four levels up from src/server/rest/routes (and from dist/server/rest/routes). */
-const PACKAGE_JSON = new URL('../../../../package.json', import.meta.url);
 
 /**
  * `1.2.3-beta.1` → version `1.2`, release `3` (Cargo's major.minor and patch, as PBS reports them). The repoid is npm's `gitHead` when the
@@ -33,9 +29,7 @@ export function versionInfoOf(pkg: { version?: unknown; gitHead?: unknown }): Ve
 let cached: VersionInfo | undefined;
 
 export function serverVersion(): VersionInfo {
-  cached ??= versionInfoOf(
-    JSON.parse(readFileSync(PACKAGE_JSON, 'utf8')) as { version?: unknown; gitHead?: unknown },
-  );
+  cached ??= versionInfoOf(readPackageJson());
   return cached;
 }
 
