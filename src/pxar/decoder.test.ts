@@ -491,6 +491,43 @@ describe('decoder behaviour', () => {
     expect(walked.entries[0]!.metadata).toEqual(meta);
   });
 
+  it('reads 64-bit ENTRY fields up to ±(2^53 - 1) and refuses what lies beyond', async () => {
+    const archiveWith = (stat: { mode: number; secs?: number; flags?: number }): Uint8Array =>
+      buildArchive([{ kind: 'file', name: 'f', stat, data: enc.encode('F') }], {}).archive;
+    const mtimeOf = async (secs: number): Promise<number | undefined> =>
+      (await decodeAll(archiveWith({ mode: 0o100644, secs }))).entries.find(
+        (e) => pathText(e.path) === 'f',
+      )?.metadata?.stat.mtime.secs;
+    const limits = [
+      Number.MAX_SAFE_INTEGER,
+      -Number.MAX_SAFE_INTEGER,
+      2 ** 32,
+      2 ** 32 - 1,
+      -(2 ** 32),
+      -(2 ** 32) - 1,
+      -1,
+    ];
+    for (const secs of limits) expect(await mtimeOf(secs)).toBe(secs);
+    await fc.assert(
+      fc.asyncProperty(
+        fc.integer({ min: -Number.MAX_SAFE_INTEGER, max: Number.MAX_SAFE_INTEGER }),
+        async (secs) => {
+          expect(await mtimeOf(secs)).toBe(secs);
+        },
+      ),
+      { numRuns: 200 },
+    );
+    for (const secs of [2 ** 53, -(2 ** 53), 2 ** 60, -(2 ** 62)]) {
+      const error = await decodeError(archiveWith({ mode: 0o100644, secs }));
+      expect(error.code).toBe('PXAR_BAD_ITEM');
+      expect(error.message).toContain(`mtime ${BigInt(secs)} s is out of range`);
+    }
+    const flags = await decodeError(archiveWith({ mode: 0o100644, flags: 2 ** 53 }));
+    expect(flags.message).toContain(`entry flags ${2n ** 53n} is too large`);
+    const mode = await decodeError(archiveWith({ mode: 0o100644 + 2 ** 32 }));
+    expect(mode.message).toContain('mode 0x1000081a4 is not a valid file mode');
+  });
+
   it('decodes devices, FIFOs, sockets and hardlinks (v1) and negative mtimes', async () => {
     const built = buildArchive(
       [
