@@ -145,6 +145,46 @@ describe('PxarAccessor on a well-formed archive', () => {
   });
 });
 
+describe('PxarAccessor reads', () => {
+  it('lists a directory of small files in a few reads: siblings come with the first', async () => {
+    // About 150 KiB of entries: more than one 64 KiB read window.
+    const files = Array.from({ length: 1500 }, (_, i) => ({
+      kind: 'file' as const,
+      name: `file-${String(i).padStart(4, '0')}`,
+      stat: { mode: 0o100644, secs: 1_700_000_000 + i },
+      data: enc.encode(`contents of ${i}`),
+    }));
+    for (const version of [1, 2] as const) {
+      const built = buildArchive([{ kind: 'dir', name: 'd', children: files }], { version });
+      const bytes = bytesRandomAccess(built.archive);
+      let reads = 0;
+      const counted = {
+        size: bytes.size,
+        readAt: (offset: number, length: number) => {
+          reads++;
+          return bytes.readAt(offset, length);
+        },
+      };
+      const accessor = await PxarAccessor.open(counted, {
+        name: 'test.pxar',
+        ...(built.payload === undefined ? {} : { payload: bytesRandomAccess(built.payload) }),
+      });
+      const d = (await accessor.lookup('d'))!;
+      reads = 0;
+      const children = await accessor.readDirectory(d);
+      expect(children.map((c) => text(c.name))).toEqual(files.map((f) => f.name));
+      expect(children.map((c) => c.metadata?.stat.mtime.secs)).toEqual(
+        files.map((f) => f.stat.secs),
+      );
+      expect(children.map((c) => c.fileNameOffset)).toEqual(
+        files.map((f) => built.positions.get(`d/${f.name}`)),
+      );
+      // The goodbye table, then the children a 64 KiB window at a time, not one read per child.
+      expect(reads).toBeLessThanOrEqual(6);
+    }
+  });
+});
+
 describe('PxarAccessor on hostile archives', () => {
   const built = buildArchive(TREE);
   const bytes = built.archive;

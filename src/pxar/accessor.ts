@@ -349,8 +349,37 @@ export class PxarAccessor {
     return data.subarray(0, length);
   }
 
-  /** The item header at `pos`; the whole item must end by `bound` (a goodbye-derived limit). */
-  async #header(pos: number, bound: number): Promise<ItemHeader> {
+  /** `length` bytes at `pos` if the read window holds them (no read, no promise), else undefined. */
+  #held(pos: number, length: number): Uint8Array | undefined {
+    const from = pos - this.#windowStart;
+    if (from < 0 || from + length > this.#window.length) return undefined;
+    return this.#window.subarray(from, from + length);
+  }
+
+  /** The content of item `h` if the read window holds it, else undefined. */
+  #heldContent(h: ItemHeader): Uint8Array | undefined {
+    return this.#held(h.position + 16, h.contentSize);
+  }
+
+  /**
+   * The item header at `pos` when the read window holds it and the item ends by `bound`; else
+   * undefined, and #header (which reads, and throws the errors) must be asked. Listing a
+   * directory decodes a few items per child: with these, a child inside the window costs no
+   * promise at all.
+   */
+  #heldHeader(pos: number, bound: number): ItemHeader | undefined {
+    if (pos + 16 > bound) return undefined;
+    const bytes = this.#held(pos, 16);
+    if (bytes === undefined) return undefined;
+    const h = decodeHeader(bytes, pos, this.#source);
+    return h.end > bound ? undefined : h;
+  }
+
+  /**
+   * The item header at `pos`; the whole item must end by `bound` (a goodbye-derived limit).
+   * `hint`: how far reading ahead may serve later reads (default `bound`).
+   */
+  async #header(pos: number, bound: number, hint = bound): Promise<ItemHeader> {
     if (pos + 16 > bound) {
       if (pos + 16 > this.#archive.size) throw this.#truncated(pos, 'an item header');
       throw pxarError(
@@ -363,7 +392,7 @@ export class PxarAccessor {
         },
       );
     }
-    const h = decodeHeader(await this.#bytes(pos, 16, bound), pos, this.#source);
+    const h = decodeHeader(await this.#bytes(pos, 16, hint), pos, this.#source);
     if (h.end > bound) {
       if (h.end > this.#archive.size)
         throw this.#truncated(
@@ -668,7 +697,7 @@ export class PxarAccessor {
   ): Promise<AccessorEntry> {
     const source = this.#source;
     const bound = Math.min(limit, sizeBound);
-    const fn = await this.#header(start, bound);
+    const fn = this.#heldHeader(start, bound) ?? (await this.#header(start, bound, limit));
     if (fn.type !== PXAR.FILENAME)
       throw pxarError(
         'PXAR_BAD_GOODBYE',
@@ -676,7 +705,11 @@ export class PxarAccessor {
         start,
         `goodbye table points at a ${itemTypeName(fn.type)} item, not a FILENAME`,
       );
-    const name = parseFileName(fn, await this.#content(fn, bound), source);
+    const name = parseFileName(
+      fn,
+      this.#heldContent(fn) ?? (await this.#content(fn, limit)),
+      source,
+    );
     if (expectedHash !== undefined) {
       const hash = pxarHash(name);
       if (Number(hash >> 32n) !== expectedHash[0] || Number(hash & 0xffffffffn) !== expectedHash[1])
@@ -697,11 +730,11 @@ export class PxarAccessor {
       entryEnd,
     });
 
-    const h = await this.#header(fn.end, bound);
+    const h = this.#heldHeader(fn.end, bound) ?? (await this.#header(fn.end, bound, limit));
     if (h.type === PXAR.HARDLINK) {
       const link = parseHardlink(
         h,
-        await this.#content(h, bound),
+        this.#heldContent(h) ?? (await this.#content(h, limit)),
         start,
         this.#firstChildPosition,
         source,
@@ -715,7 +748,7 @@ export class PxarAccessor {
         h.position,
         `${itemTypeName(h.type)} item after FILENAME ${printableName(name)}; expected ENTRY or HARDLINK`,
       );
-    const stat = parseStat(h, await this.#content(h, bound), source);
+    const stat = parseStat(h, this.#heldContent(h) ?? (await this.#content(h, limit)), source);
     const kind = kindOfMode(stat.mode) as FileKind;
 
     if (kind === 'directory') {
@@ -739,7 +772,7 @@ export class PxarAccessor {
       // Read against the parent's limit: a FILENAME/GOODBYE after a FIFO's metadata belongs to
       // the parent and may lie beyond a (legitimately generous) goodbye size. The entry's own
       // items must end within the size.
-      const item = await this.#header(pos, limit);
+      const item = this.#heldHeader(pos, limit) ?? (await this.#header(pos, limit));
       if (item.type === PXAR.FILENAME || item.type === PXAR.GOODBYE) {
         next = item;
         break;
@@ -749,7 +782,7 @@ export class PxarAccessor {
         next = item;
         break;
       }
-      collector.add(item, await this.#content(item, bound));
+      collector.add(item, this.#heldContent(item) ?? (await this.#content(item, limit)));
       pos = item.end;
     }
     const metadata = collector.finish(stat);
@@ -788,7 +821,11 @@ export class PxarAccessor {
             metadata,
           );
         if (body.type === PXAR.PAYLOAD_REF && this.#version === 2) {
-          const ref = parsePayloadRef(body, await this.#content(body, bound), source);
+          const ref = parsePayloadRef(
+            body,
+            this.#heldContent(body) ?? (await this.#content(body, limit)),
+            source,
+          );
           return make(
             { kind: 'file', size: ref.size, payloadOffset: ref.offset },
             body.end,
@@ -800,14 +837,25 @@ export class PxarAccessor {
       case 'symlink':
         if (body.type !== PXAR.SYMLINK) throw mismatch();
         return make(
-          { kind: 'symlink', target: parseSymlink(body, await this.#content(body, bound), source) },
+          {
+            kind: 'symlink',
+            target: parseSymlink(
+              body,
+              this.#heldContent(body) ?? (await this.#content(body, limit)),
+              source,
+            ),
+          },
           body.end,
           metadata,
         );
       case 'block-device':
       case 'char-device': {
         if (body.type !== PXAR.DEVICE) throw mismatch();
-        const dev = parseDevice(body, await this.#content(body, bound), source);
+        const dev = parseDevice(
+          body,
+          this.#heldContent(body) ?? (await this.#content(body, limit)),
+          source,
+        );
         return make({ kind, major: dev.major, minor: dev.minor }, body.end, metadata);
       }
     }
