@@ -1,12 +1,13 @@
 /**
  * The bundled CLIs that package.json's bins run (dist/cli/burrow.js and burrow-manager.js, written
- * by scripts/bundle-bins.mjs), as a user runs them: the other e2e tests run src/ through tsx, so what bundling can break is checked here.
- * That is what the code finds beside its own file (package.json for the version, the native
- * helper, the chunk worker thread), packages left outside the bundle (zstd-napi, pino),
- * CommonJS packages inside it (commander), and the chunk loaded only on a dynamic import (the
- * HTTP client). The bundles are made again first, from the current src/, so they are never stale.
+ * by scripts/bundle-bins.mjs), as a user runs them: the other e2e tests run src/ through tsx, so
+ * what bundling can break is checked here. That is what the code finds beside its own file
+ * (package.json for the version, the native helper, the chunk worker thread), packages left
+ * outside the bundle (zstd-napi, pino), CommonJS packages inside it (commander), and the chunk
+ * loaded only on a dynamic import (the HTTP client). The bundles are made again first, from the
+ * current src/, so they are never stale.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -15,7 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { nativeAvailable } from '../../src/lib/native-fs.js';
 import { startServerProcess, type ServerProcess } from '../helpers/load-server.js';
 import { treeOf } from '../helpers/tree-state.js';
-import { REPO_ROOT } from './run-cli.js';
+import { REPO_ROOT, runCli, type CliResult } from './run-cli.js';
 
 const BIN = join(REPO_ROOT, 'dist', 'cli');
 const VERSION = (
@@ -24,32 +25,18 @@ const VERSION = (
   }
 ).version;
 
-interface Run {
-  status: number | null;
-  stdout: string;
-  stderr: string;
-}
-
 let root: string;
 let dirArgs: string[];
 
-function run(bin: 'burrow' | 'burrow-manager', args: readonly string[], env = {}): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [join(BIN, `${bin}.js`), ...args], {
-      cwd: root,
-      env: { ...process.env, ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString('utf8')));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString('utf8')));
-    child.on('error', reject);
-    child.on('close', (status) => resolve({ status, stdout, stderr }));
-  });
+function run(
+  bin: 'burrow' | 'burrow-manager',
+  args: readonly string[],
+  env: Record<string, string> = {},
+): Promise<CliResult> {
+  return runCli(bin, args, { bundled: true, cwd: root, env });
 }
 
-function ok(result: Run, what: string): Run {
+function ok(result: CliResult, what: string): CliResult {
   if (result.status !== 0)
     throw new Error(`${what} failed (${result.status}):\n${result.stderr}\n${result.stdout}`);
   return result;

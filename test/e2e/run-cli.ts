@@ -1,6 +1,7 @@
 /**
  * Runs the CLIs as a user would: a separate Node process, real argv, real stdout/stderr and exit
- * status. The TypeScript sources run through tsx so the tests never see a stale dist/.
+ * status. The TypeScript sources run through tsx so the tests never see a stale dist/; `bundled`
+ * runs the bundles in dist/cli/ instead (test/e2e/bundled-bins.test.ts makes them first).
  */
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -17,18 +18,22 @@ export interface CliResult {
 export function runCli(
   bin: 'burrow' | 'burrow-manager',
   args: readonly string[],
-  options: { env?: Record<string, string | undefined>; input?: string | Buffer; cwd?: string } = {},
+  options: {
+    env?: Record<string, string | undefined>;
+    input?: string | Buffer;
+    cwd?: string;
+    bundled?: boolean;
+  } = {},
 ): Promise<CliResult> {
+  const entry = options.bundled
+    ? [`${ROOT}/dist/cli/${bin}.js`]
+    : ['--import', 'tsx', `${ROOT}/src/cli/${bin}.ts`];
   return new Promise((resolve, reject) => {
-    const child = spawn(
-      process.execPath,
-      ['--import', 'tsx', `${ROOT}/src/cli/${bin}.ts`, ...args],
-      {
-        cwd: options.cwd ?? ROOT,
-        env: { ...process.env, ...options.env },
-        stdio: ['pipe', 'pipe', 'pipe'],
-      },
-    );
+    const child = spawn(process.execPath, [...entry, ...args], {
+      cwd: options.cwd ?? ROOT,
+      env: { ...process.env, ...options.env },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     child.stdout.on('data', (d: Buffer) => out.push(d));
