@@ -11,7 +11,8 @@
  *                               memory (SharedArrayBuffer) with relaxed atomics, byte by byte
  *                               when the two sides are not equally aligned (about 1.3 GB/s)
  * plus, in fsmeta.c, the metadata calls the pxar archiver and extractor need (xattrs, chattr
- * flags, project ids, mknod, utimensat with nanoseconds), and in buzhash.c the chunker's scan loop.
+ * flags, project ids, mknod, utimensat with nanoseconds), in buzhash.c the chunker's scan loop, and
+ * in pxarhash.c pxar's filename hash.
  *
  * Every function reports failure as a plain errno number (0 = done) or a boolean for "would
  * block", so all policy and all error objects live in TypeScript (src/lib/native-fs.ts). Nothing
@@ -322,8 +323,9 @@ static napi_value init(napi_env env, napi_value exports) {
   CHECK(napi_define_properties(env, exports, sizeof props / sizeof props[0], props));
   CHECK(burrow_register_fsmeta(env, exports));
   CHECK(burrow_register_buzhash(env, exports));
+  CHECK(burrow_register_pxarhash(env, exports));
   /* Let the TS side check it loaded the build it expects; bump with EXPECTED_ABI in native-fs.ts. */
-  napi_value version = burrow_make_int(env, 4);
+  napi_value version = burrow_make_int(env, 5);
   if (version == NULL) return NULL;
   CHECK(napi_set_named_property(env, exports, "abiVersion", version));
   return exports;

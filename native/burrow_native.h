@@ -42,5 +42,6 @@ char *burrow_get_cstring(napi_env env, napi_value value, const char *what);
 /* Registration hooks of the other C files. */
 napi_status burrow_register_fsmeta(napi_env env, napi_value exports);
 napi_status burrow_register_buzhash(napi_env env, napi_value exports);
+napi_status burrow_register_pxarhash(napi_env env, napi_value exports);
 
 #endif

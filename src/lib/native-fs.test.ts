@@ -27,6 +27,7 @@ import {
   nativeAvailable,
   nativeBuzhashKernel,
   nativeBuzhashScan,
+  nativePxarHash,
   nativeUnavailableReason,
   setFsFlags,
   setProjectId,
@@ -507,6 +508,7 @@ describe('file metadata calls (addon)', () => {
       }
       expect(nativeBuzhashScan()).toBeUndefined();
       expect(nativeBuzhashKernel()).toBeUndefined();
+      expect(nativePxarHash()).toBeUndefined();
     });
 
     it('setTimesNs falls back to lutimes/utimes with microsecond precision', () => {

@@ -23,6 +23,7 @@
  * - seekData / seekHole / blockDeviceSize: NATIVE_UNAVAILABLE; sparseSeekAvailable() tells the
  *   image reader to read holes as data and to take a block device's size from sysfs instead.
  * - the chunker's scan: its TypeScript loop (nativeBuzhashScan() returns undefined).
+ * - pxar's filename hash: its TypeScript function (nativePxarHash() returns undefined).
  * nativeAvailable() says which path is in use.
  */
 import { fsync, fsyncSync, lstatSync, lutimesSync, utimesSync } from 'node:fs';
@@ -65,6 +66,8 @@ interface NativeBinding {
   /** See native/buzhash.c: index just after the cut, or -1. */
   buzhashScan(this: void, state: Int32Array, data: Uint8Array, start: number): number;
   buzhashKernel(mode?: boolean): string;
+  /** See native/pxarhash.c: SipHash-2-4 under pxar's key. */
+  pxarHash(this: void, name: Uint8Array): bigint;
   /** memmove; returns length. Ranges are checked (RangeError). */
   copyBytes(
     this: void,
@@ -77,7 +80,7 @@ interface NativeBinding {
 }
 
 /** Bumped together with the `abiVersion` export of native/burrow_fs.c; a stale build is not used. */
-const EXPECTED_ABI = 4;
+const EXPECTED_ABI = 5;
 
 // This file sits two levels below the package root both as src/lib/native-fs.ts (tsx, vitest)
 // and as dist/lib/native-fs.js, so one relative path finds the node-gyp output from either.
@@ -522,6 +525,11 @@ export function blockDeviceSize(fd: number): number {
 export function nativeBuzhashScan():
   ((state: Int32Array, data: Uint8Array, start: number) => number) | undefined {
   return binding?.buzhashScan;
+}
+
+/** pxar's filename hash (native/pxarhash.c), or undefined without the addon. */
+export function nativePxarHash(): ((name: Uint8Array) => bigint) | undefined {
+  return binding?.pxarHash;
 }
 
 /**

@@ -11,8 +11,10 @@ import {
   linuxFlagsFromPxar,
   pxarFlagsFromLinux,
   pxarHash,
+  pxarHashTs,
   splitPath,
 } from './format.js';
+import { nativePxarHash } from '../lib/native-fs.js';
 import { codeOf } from '../../test/helpers/error-code.js';
 
 const enc = new TextEncoder();
@@ -66,25 +68,49 @@ describe('pxar type constants (§3)', () => {
   });
 });
 
+const nativeHash = nativePxarHash();
+
 describe('filename hash (§7.1)', () => {
-  it('matches the spec vectors', () => {
-    expect(pxarHash(enc.encode('a'))).toBe(0x0c26e9067c2c7bcfn);
-    expect(pxarHash(enc.encode('hello.txt'))).toBe(0x9b1ee0b84c66190cn);
-    expect(pxarHash(enc.encode('etc'))).toBe(0xd0c229edbd411e9an);
-    expect(pxarHash(enc.encode('.pxarexclude-cli'))).toBe(0x046975ce672e09ebn);
-    expect(pxarHash(Uint8Array.of(0xc3, 0xa4))).toBe(0x26b1ec6690696abfn);
-    expect(pxarHash(enc.encode('a.txt'))).toBe(0xdc392d66b611aa72n);
+  it("pxarHash is the addon's, which is loaded here", () => {
+    expect(nativeHash).toBeDefined();
+    const name = enc.encode('hello.txt');
+    expect(pxarHash(name)).toBe(nativeHash!(name));
   });
 
-  it('equals a BigInt reference SipHash for any input length', () => {
-    fc.assert(
-      fc.property(fc.uint8Array({ maxLength: 300 }), (data) => {
-        expect(pxarHash(data)).toBe(
-          sipHashReference(0x83ac3f1cfbb450dbn, 0xaa4f1b6879369fbdn, data),
-        );
-      }),
-      { numRuns: 500 },
-    );
+  const paths: [string, (data: Uint8Array) => bigint][] = [
+    ['pxarHash', pxarHash],
+    ['the TypeScript fallback', pxarHashTs],
+    ['the addon', (data) => nativeHash!(data)],
+  ];
+
+  describe.each(paths)('%s', (_name, hash) => {
+    it('matches the spec vectors', () => {
+      expect(hash(enc.encode('a'))).toBe(0x0c26e9067c2c7bcfn);
+      expect(hash(enc.encode('hello.txt'))).toBe(0x9b1ee0b84c66190cn);
+      expect(hash(enc.encode('etc'))).toBe(0xd0c229edbd411e9an);
+      expect(hash(enc.encode('.pxarexclude-cli'))).toBe(0x046975ce672e09ebn);
+      expect(hash(Uint8Array.of(0xc3, 0xa4))).toBe(0x26b1ec6690696abfn);
+      expect(hash(enc.encode('a.txt'))).toBe(0xdc392d66b611aa72n);
+    });
+
+    it('equals a BigInt reference SipHash for any input length', () => {
+      fc.assert(
+        fc.property(fc.uint8Array({ maxLength: 300 }), (data) => {
+          expect(hash(data)).toBe(sipHashReference(0x83ac3f1cfbb450dbn, 0xaa4f1b6879369fbdn, data));
+        }),
+        { numRuns: 500 },
+      );
+    });
+
+    it('hashes a view by its own bytes, not its buffer', () => {
+      const buffer = enc.encode('xxhello.txtyy');
+      expect(hash(buffer.subarray(2, 11))).toBe(0x9b1ee0b84c66190cn);
+      expect(hash(buffer.subarray(5, 5))).toBe(hash(new Uint8Array(0)));
+    });
+  });
+
+  it('the addon refuses what is not bytes', () => {
+    expect(() => nativeHash!('hello.txt' as unknown as Uint8Array)).toThrow(TypeError);
   });
 });
 

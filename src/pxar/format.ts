@@ -8,6 +8,7 @@
  * recomputes every one, so this table is checked rather than trusted.
  */
 import { BurrowError } from '../lib/errors.js';
+import { nativePxarHash } from '../lib/native-fs.js';
 
 /** pxar item types (§3). Frozen: a new item type gets a new constant, never an edit. */
 export const PXAR = Object.freeze({
@@ -399,8 +400,9 @@ export function compareNames(a: Uint8Array, b: Uint8Array): number {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Filename hash (§7.1): SipHash-2-4 with the key below, computed on 32-bit halves because a
-// BigInt version costs microseconds per name and an archive can hold millions of names.
+// Filename hash (§7.1): SipHash-2-4 with the key below. The addon's (native/pxarhash.c) when it
+// is loaded; otherwise this one, computed on 32-bit halves because a BigInt version costs
+// microseconds per name and an archive can hold millions of names.
 
 /** k0, k1 of §7.1 as [low, high] 32-bit halves. */
 const HASH_K0_LO = 0xfbb450db;
@@ -469,8 +471,15 @@ function absorb(lo: number, hi: number): void {
   sip[V0 + 1] = sip[V0 + 1]! ^ hi;
 }
 
+const nativeHash = nativePxarHash();
+
 /** SipHash-2-4 of `data` under pxar's key (§7.1), as an unsigned 64-bit value. */
 export function pxarHash(data: Uint8Array): bigint {
+  return nativeHash === undefined ? pxarHashTs(data) : nativeHash(data);
+}
+
+/** pxarHash in TypeScript: the fallback without the addon, and the reference its tests use. */
+export function pxarHashTs(data: Uint8Array): bigint {
   // "somepseudorandomlygeneratedbytes", split into halves, XORed with the key.
   sip[0] = HASH_K0_LO ^ 0x70736575;
   sip[1] = HASH_K0_HI ^ 0x736f6d65;
