@@ -478,7 +478,7 @@ export function pxarHash(data: Uint8Array): bigint {
   return nativeHash === undefined ? pxarHashTs(data) : nativeHash(data);
 }
 
-/** pxarHash in TypeScript: the fallback without the addon, and the reference its tests use. */
+/** pxarHash in TypeScript: the fallback without the addon (tested against the same vectors). */
 export function pxarHashTs(data: Uint8Array): bigint {
   // "somepseudorandomlygeneratedbytes", split into halves, XORed with the key.
   sip[0] = HASH_K0_LO ^ 0x70736575;
