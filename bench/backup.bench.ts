@@ -139,10 +139,10 @@ function burrowTool(mode: string): Tool {
     },
     backup() {
       time += 3600;
+      // The bin itself, as a user runs it: its shebang line sets Node's options.
       return timed(
-        node,
+        burrowBin,
         [
-          burrowBin,
           'backup',
           `root.pxar:${data}`,
           '--repository',
@@ -161,8 +161,8 @@ function burrowTool(mode: string): Tool {
     restore(target) {
       const snapshot = `host/bench/${new Date(time * 1000).toISOString().replace(/\.\d{3}Z$/, 'Z')}`;
       return timed(
-        node,
-        [burrowBin, 'restore', snapshot, 'root.pxar', target, '--repository', 'bench'],
+        burrowBin,
+        ['restore', snapshot, 'root.pxar', target, '--repository', 'bench'],
         env,
       );
     },

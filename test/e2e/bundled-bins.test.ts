@@ -75,6 +75,10 @@ describe('the bundled bins in dist/cli', () => {
       expect(source).toMatch(/from "\.\/bundled-chunk-[A-Z0-9]+\.js"/);
       expect(source).not.toMatch(/from ["']\.\/commands\//);
     }
+    // burrow asks for one V8 platform thread; the runs below execute the bins through it.
+    expect(readFileSync(join(BIN, 'burrow.js'), 'utf8').split('\n')[0]).toBe(
+      '#!/usr/bin/env -S node --v8-pool-size=1',
+    );
     expect(ok(await run('burrow', ['--version']), 'burrow --version').stdout.trim()).toBe(VERSION);
     const rows = JSON.parse(
       ok(await run('burrow-manager', ['versions', '--output-format', 'json']), 'versions').stdout,

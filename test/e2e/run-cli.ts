@@ -25,11 +25,12 @@ export function runCli(
     bundled?: boolean;
   } = {},
 ): Promise<CliResult> {
-  const entry = options.bundled
-    ? [`${ROOT}/dist/cli/${bin}.js`]
-    : ['--import', 'tsx', `${ROOT}/src/cli/${bin}.ts`];
+  // The bundled bins are executed as a user's shell does, so their shebang line counts too.
+  const [command, entry] = options.bundled
+    ? [`${ROOT}/dist/cli/${bin}.js`, []]
+    : [process.execPath, ['--import', 'tsx', `${ROOT}/src/cli/${bin}.ts`]];
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [...entry, ...args], {
+    const child = spawn(command, [...entry, ...args], {
       cwd: options.cwd ?? ROOT,
       env: { ...process.env, ...options.env },
       stdio: ['pipe', 'pipe', 'pipe'],
