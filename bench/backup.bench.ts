@@ -17,10 +17,11 @@
  * each Burrow mode's. Every tool runs without encryption and with its default compression
  * (Burrow: zstd level 3 for chunks; restic: auto; borg: lz4), single process.
  *
- * With `--runs N` the whole sequence (fresh repositories, fresh dataset) runs N times and each
- * figure is the median; the order in which the tools take their turn rotates from run to run,
- * and every timed step starts after a `sync`. Wall times depend on what else the machine does: the load average is
- * printed before and after, and CPU seconds are the steadier comparison.
+ * With `--runs N` the whole sequence (fresh repositories, fresh dataset, in a directory of its
+ * own; all are removed at the end, see runOnce) runs N times and each figure is the median; the
+ * order in which the tools take their turn rotates from run to run, and every timed step starts
+ * after a `sync`. Wall times depend on what else the machine does: the load average is printed
+ * before and after, and CPU seconds are the steadier comparison.
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
@@ -49,6 +50,8 @@ for (const m of modes)
 interface Step {
   wall: number;
   cpu: number;
+  /** The kernel's part of `cpu` (file creation, page cache copies). */
+  sys: number;
   rssKiB: number;
   repoBytes: number;
 }
@@ -77,7 +80,7 @@ function timed(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}): Omit<S
     .pop()!
     .split(' ')
     .map(Number);
-  return { wall: wall!, cpu: user! + sys!, rssKiB: rss! };
+  return { wall: wall!, cpu: user! + sys!, sys: sys!, rssKiB: rss! };
 }
 
 /**
@@ -117,13 +120,12 @@ interface Tool {
   repo: string;
 }
 
-const data = join(work, 'data');
 const node = process.execPath;
 const burrowBin = join(ROOT, 'dist/cli/burrow.js');
 const managerBin = join(ROOT, 'dist/cli/burrow-manager.js');
 
-function burrowTool(mode: string): Tool {
-  const base = join(work, `burrow-${mode}`);
+function burrowTool(mode: string, dir: string, data: string): Tool {
+  const base = join(dir, `burrow-${mode}`);
   const env = {
     BURROW_CONFIG_DIR: join(base, 'etc'),
     BURROW_RUN_DIR: join(base, 'run'),
@@ -169,9 +171,9 @@ function burrowTool(mode: string): Tool {
   };
 }
 
-function resticTool(): Tool {
-  const repo = join(work, 'restic');
-  const env = { RESTIC_PASSWORD: 'bench', RESTIC_CACHE_DIR: join(work, 'restic-cache') };
+function resticTool(dir: string, data: string): Tool {
+  const repo = join(dir, 'restic');
+  const env = { RESTIC_PASSWORD: 'bench', RESTIC_CACHE_DIR: join(dir, 'restic-cache') };
   return {
     name: 'restic',
     repo,
@@ -191,11 +193,11 @@ function resticTool(): Tool {
   };
 }
 
-function borgTool(): Tool {
-  const repo = join(work, 'borg');
+function borgTool(dir: string, data: string): Tool {
+  const repo = join(dir, 'borg');
   const env = {
     BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK: 'yes',
-    BORG_BASE_DIR: join(work, 'borg-base'),
+    BORG_BASE_DIR: join(dir, 'borg-base'),
   };
   let n = 0;
   return {
@@ -218,17 +220,34 @@ function borgTool(): Tool {
 
 const STEPS = ['first backup', 'unchanged backup', 'after mutate', 'full restore'] as const;
 
-/**
- * One full sequence for every tool on a fresh dataset; steps per tool name. `first` rotates the
- * order in which the tools take each step, so over several runs none is always first or last.
- */
-function runOnce(allTools: Tool[], first: number): Map<string, Step[]> {
-  const tools = [
-    ...allTools.slice(first % allTools.length),
-    ...allTools.slice(0, first % allTools.length),
+/** The tools of one run: their repositories and the dataset in that run's directory. */
+function makeTools(dir: string, data: string): Tool[] {
+  return [
+    ...modes.map((mode) => burrowTool(mode, dir, data)),
+    ...(have('restic') ? [resticTool(dir, data)] : []),
+    ...(have('borg') ? [borgTool(dir, data)] : []),
   ];
-  rmSync(work, { recursive: true, force: true });
-  mkdirSync(work, { recursive: true });
+}
+
+/**
+ * One full sequence for every tool on a fresh dataset; steps per tool name. `run` rotates the
+ * order in which the tools take each step, so over several runs none is always first or last.
+ *
+ * Nothing is deleted until every run is done: each run has its own directory (run-N) and each
+ * restore its own target. On ext4 without a journal (this machine's disk), creating a file skips
+ * every free inode freed in the last minutes whose inode table block is still cached, one by
+ * one: after a few runs' deletions, creating 5,000 small files took 3.2 s instead of 0.2 s. A
+ * deletion between two timed steps would make the later step pay for it, whichever tool ran it.
+ */
+function runOnce(run: number): { data: string; results: Map<string, Step[]> } {
+  const dir = join(work, `run-${run + 1}`);
+  const data = join(dir, 'data');
+  mkdirSync(dir, { recursive: true });
+  const allTools = makeTools(dir, data);
+  const tools = [
+    ...allTools.slice(run % allTools.length),
+    ...allTools.slice(0, run % allTools.length),
+  ];
   sh('python3', [GEN, 'gen', '--scale', scale, data]);
   const results = new Map<string, Step[]>();
   for (const tool of tools) tool.setup();
@@ -242,11 +261,10 @@ function runOnce(allTools: Tool[], first: number): Map<string, Step[]> {
   for (const tool of tools) {
     const steps = results.get(tool.name)!;
     steps.push({ ...tool.backup(), repoBytes: repoBytes(tool.repo) });
-    const target = join(work, `restore-${tool.name.replace(/ /g, '-')}`);
+    const target = join(dir, `restore-${tool.name.replace(/ /g, '-')}`);
     steps.push({ ...tool.restore(target), repoBytes: repoBytes(tool.repo) });
-    rmSync(target, { recursive: true, force: true });
   }
-  return results;
+  return { data, results };
 }
 
 function median(values: number[]): number {
@@ -262,13 +280,10 @@ const load = (): string =>
 
 function main(): void {
   if (!existsSync(burrowBin)) throw new Error('run `npm run build` first (dist/ is missing)');
-  const tools = [
-    ...modes.map(burrowTool),
-    ...(have('restic') ? [resticTool()] : []),
-    ...(have('borg') ? [borgTool()] : []),
-  ];
+  // The tool names and their order; each run makes its own tools in its own directory.
+  const tools = makeTools(work, join(work, 'data'));
   console.log(
-    `dataset: gen-dataset.py --scale ${scale} into ${data}; burrow modes ${modes.join(', ')}` +
+    `dataset: gen-dataset.py --scale ${scale} into ${join(work, 'run-N', 'data')}; burrow modes ${modes.join(', ')}` +
       `${chunkSize === '' ? '' : `, --chunk-size ${chunkSize}`}; ${runs} run(s), medians`,
   );
   if (tools.length === modes.length)
@@ -277,8 +292,25 @@ function main(): void {
     );
   console.log(`load average before: ${load()}`);
 
+  // What an earlier invocation left is removed before anything is timed.
+  rmSync(work, { recursive: true, force: true });
+  mkdirSync(work, { recursive: true });
   const all: Map<string, Step[]>[] = [];
-  for (let r = 0; r < runs; r++) all.push(runOnce(tools, r));
+  let data = '';
+  for (let r = 0; r < runs; r++) {
+    const run = runOnce(r);
+    all.push(run.results);
+    data = run.data;
+    // Each run's own figures, in the order the tools took their turn: the medians hide how far
+    // runs disagree, and which tool went first.
+    console.log(`run ${r + 1}, wall s (cpu s / of it sys s) per step: ${STEPS.join(', ')}`);
+    for (const [name, steps] of run.results) {
+      const cells = steps.map(
+        (s) => `${s.wall.toFixed(2)} (${s.cpu.toFixed(2)}/${s.sys.toFixed(2)})`,
+      );
+      console.log(`  ${name.padEnd(16)}${cells.join('  ')}`);
+    }
+  }
   const apparent = Number(
     spawnSync('du', ['-sb', '--apparent-size', data]).stdout.toString().split('\t')[0],
   );
@@ -294,6 +326,7 @@ function main(): void {
         return {
           wall: median(at.map((s) => s.wall)),
           cpu: median(at.map((s) => s.cpu)),
+          sys: median(at.map((s) => s.sys)),
           rssKiB: median(at.map((s) => s.rssKiB)),
           repoBytes: median(at.map((s) => s.repoBytes)),
         };
