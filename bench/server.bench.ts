@@ -11,8 +11,11 @@
  * (user + sys of the process and its threads, from GNU time) and, in remote mode, the server's
  * (from /proc/<pid>/stat before and after); then remote throughput as a share of local, and
  * whether the issue's goal holds: the network path costs under 15% of local-mode throughput.
+ * Last, the floor of that path (bench/transport-floor.ts): the CPU seconds that bare TLS on
+ * loopback and the server's upload check take for the same chunks, next to the CPU seconds remote
+ * mode spends over local mode.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -103,6 +106,69 @@ function dirEnv(base: string): NodeJS.ProcessEnv {
     BURROW_CONFIG_DIR: join(base, 'etc'),
     BURROW_RUN_DIR: join(base, 'run'),
     BURROW_LOG_DIR: join(base, 'log'),
+  };
+}
+
+interface Floor {
+  sender: number;
+  receiver: number;
+  chunks: number;
+  bytes: number;
+  cipher: string;
+}
+
+type JsonLine = Record<string, unknown>;
+
+/**
+ * A child's standard output as JSON lines: each call resolves with the next line, or rejects once
+ * the child has ended without printing one.
+ */
+function jsonLines(child: ChildProcess, what: string): () => Promise<JsonLine> {
+  const lines: JsonLine[] = [];
+  const waiting: { resolve: (line: JsonLine) => void; reject: (error: Error) => void }[] = [];
+  let failure: Error | undefined;
+  let text = '';
+  child.stdout!.on('data', (d: Buffer) => {
+    text += d.toString();
+    for (let end = text.indexOf('\n'); end >= 0; end = text.indexOf('\n')) {
+      const line = JSON.parse(text.slice(0, end)) as JsonLine;
+      text = text.slice(end + 1);
+      const waiter = waiting.shift();
+      if (waiter === undefined) lines.push(line);
+      else waiter.resolve(line);
+    }
+  });
+  const fail = (error: Error): void => {
+    failure = error;
+    for (const waiter of waiting.splice(0)) waiter.reject(error);
+  };
+  child.on('error', fail);
+  // 'close' comes after the last output, so every line printed has been taken by then.
+  child.on('close', (status) => fail(new Error(`${what} ended (${String(status)})`)));
+  return () => {
+    const line = lines.shift();
+    if (line !== undefined) return Promise.resolve(line);
+    if (failure !== undefined) return Promise.reject(failure);
+    return new Promise((resolve, reject) => waiting.push({ resolve, reject }));
+  };
+}
+
+/** bench/transport-floor.ts's two roles, in processes of their own, once. */
+async function measureFloor(chunkDir: string, cert: string, key: string): Promise<Floor> {
+  const script = join(ROOT, 'bench', 'transport-floor.ts');
+  // process.execArgv carries tsx's loader, so the children run the TypeScript file as this does.
+  const start = (args: string[]): ChildProcess =>
+    spawn(node, [...process.execArgv, script, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const fromReceiver = jsonLines(start(['receive', cert, key]), "the floor's receiver");
+  const { port } = await fromReceiver();
+  const sent = await jsonLines(start(['send', String(port), chunkDir]), "the floor's sender")();
+  const received = await fromReceiver();
+  return {
+    sender: Number(sent.cpu),
+    receiver: Number(received.cpu),
+    chunks: Number(received.chunks),
+    bytes: Number(received.bytes),
+    cipher: String(sent.cipher),
   };
 }
 
@@ -250,6 +316,27 @@ async function main(): Promise<void> {
       );
     }
     console.log(`goal ${met ? 'met' : 'NOT met'} on this run`);
+
+    // The floor: what any implementation pays for the network path of the same backup.
+    const floors: Floor[] = [];
+    for (let r = 0; r < reps; r++) {
+      floors.push(
+        await measureFloor(
+          join(work, 'store-local1', '.chunks'),
+          join(serverBase, 'etc', 'proxy.pem'),
+          join(serverBase, 'etc', 'proxy.key'),
+        ),
+      );
+    }
+    const floorCpu = median(floors.map((f) => f.sender + f.receiver));
+    const extraCpu = medianCpu(runs.remote.backup) - medianCpu(runs.local.backup);
+    const f0 = floors[0]!;
+    console.log(
+      `\nfloor of the backup's network path (bench/transport-floor.ts: ${f0.chunks} encoded chunks, ${(f0.bytes / 2 ** 20).toFixed(1)} MiB, over bare ${f0.cipher} on loopback, each decoded and hashed by the receiver; medians of ${reps}):`,
+    );
+    console.log(
+      `  sender ${median(floors.map((f) => f.sender)).toFixed(2)} + receiver ${median(floors.map((f) => f.receiver)).toFixed(2)} = ${floorCpu.toFixed(2)} CPU-s; remote backup spends ${extraCpu.toFixed(2)} CPU-s more than local (client + server, medians)`,
+    );
     const log = summarizeLog(server.logLines());
     if (log.errors.length > 0 || log.other.length > 0)
       console.log(
