@@ -5,6 +5,8 @@
  * the same semantics (pbs-protocol §5.3, §5.4, §6), so the backup and restore code above them does
  * not know which transport it talks to.
  */
+import type { ChunkFileTarget, WrittenChunk } from '../datastore/chunk-file.js';
+import type { BlobKind } from '../format/data-blob.js';
 import type { BackupDir } from '../types/backup.js';
 
 export type IndexKind = 'dynamic' | 'fixed';
@@ -34,6 +36,26 @@ export interface BackupWriter {
     size: number,
     encrypted: boolean,
   ): Promise<boolean>;
+  /**
+   * Repositories whose chunk store is a directory this process can write (local mode): where a
+   * worker thread may write a new chunk's temporary file (writeChunkTempFileSync) for
+   * uploadChunkFile, so the chunk's bytes never come back to the thread that reads the input.
+   * undefined: upload the blob with uploadChunk.
+   */
+  chunkFileTarget?(): ChunkFileTarget | undefined;
+  /**
+   * uploadChunk for a chunk written to a temporary file in the store (chunkFileTarget), of blob
+   * kind `blobKind`: put in place with the store's insert rules. The temporary file is gone once
+   * this settles, whatever the outcome.
+   */
+  uploadChunkFile?(
+    wid: number,
+    kind: IndexKind,
+    digest: Uint8Array,
+    size: number,
+    written: WrittenChunk,
+    blobKind: BlobKind,
+  ): Promise<void>;
   /**
    * reuseStoredChunk's question alone, changing nothing: whether the store holds a usable copy.
    * A dry run asks it, so that its figures count such chunks as reused, as the real run would.

@@ -221,6 +221,8 @@ async function backup(
     group,
     backupTime: time,
     authId: ROOT,
+    // As the CLI opens it: the pipeline's workers write new chunks' files themselves.
+    trustChunks: true,
   });
   const warnings: string[] = [];
   try {

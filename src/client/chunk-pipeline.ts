@@ -16,6 +16,10 @@
  * - While most recent chunks were new (a first backup), a chunk is digested and encoded in one
  *   worker job and the blob of a chunk found known is dropped; while most were known, the digest
  *   comes first and only new chunks are encoded (#speculate).
+ * - When the writer offers it (a local datastore: BackupWriter.chunkFileTarget), such a job also
+ *   writes a new chunk's temporary file into the store, and the writer's uploadChunkFile puts it
+ *   in place: the blob never comes back to this thread, nor does the copy into the page cache
+ *   run on it. A temporary file of a chunk that turns out not to be needed is removed here.
  * - Memory is bounded by `window`: at most that many chunks between "pulled from the source" and
  *   "appended"; the source is not read further until the oldest chunk is appended.
  * - Appends are batched: a batch is sent once it holds 64 entries, and before close. PBS's client
@@ -32,7 +36,9 @@
  *   appended or uploaded; the call rejects with that error once every chunk in flight has settled
  *   and the source iterator was closed. The pool stays usable.
  */
+import { rmSync } from 'node:fs';
 import type { CryptConfig } from '../crypto/crypt-config.js';
+import type { ChunkFileTarget } from '../datastore/chunk-file.js';
 import { computeChunkDigest } from '../format/data-blob.js';
 import { IndexCsumBuilder } from '../format/index-common.js';
 import {
@@ -44,6 +50,7 @@ import {
 import { asBuffer, fromHex, toHex } from '../lib/bytes.js';
 import { BurrowError } from '../lib/errors.js';
 import type { BackupWriter, IndexKind } from './backup-writer.js';
+import type { WrittenBlob } from './chunk-worker.js';
 import type { ChunkJob, ChunkWorkerPool } from './worker-pool.js';
 
 export { ChunkWorkerPool } from './worker-pool.js';
@@ -204,6 +211,8 @@ class ChunkUpload {
   readonly #window: number;
   readonly #compress: boolean;
   readonly #transfer: boolean;
+  /** Where workers write new chunks' files themselves (local mode), else undefined. */
+  readonly #chunkFiles: ChunkFileTarget | undefined;
   /** Chunks pulled and not yet appended, in stream order. */
   readonly #slots: Slot[] = [];
   /** Uploads by digest hex while they run: later chunks with that digest wait for them. */
@@ -233,6 +242,8 @@ class ChunkUpload {
     this.#window = options.window ?? options.pool.threads * 2 + 4;
     this.#compress = options.compress ?? true;
     this.#transfer = options.transferChunks ?? true;
+    this.#chunkFiles =
+      options.writer.uploadChunkFile === undefined ? undefined : options.writer.chunkFileTarget?.();
     // Nothing known yet (a first backup, a new archive): expect new chunks.
     this.#newShare = options.known.size === 0 ? 1 : 0;
   }
@@ -367,6 +378,8 @@ class ChunkUpload {
   async #process(chunk: Uint8Array, size: number, zero: boolean): Promise<Outcome> {
     const o = this.#o;
     let job: ChunkJob | undefined;
+    // A worker's temporary chunk file, until it is handed to the writer (which then owns it).
+    let written: WrittenBlob | undefined;
     const jobOptions = {
       crypt: o.crypt,
       compress: this.#compress,
@@ -379,7 +392,10 @@ class ChunkUpload {
       if (zero) {
         digest = zeroChunkDigest(o.crypt);
       } else if (this.#speculate()) {
-        ({ digest, encoded } = await o.pool.digestAndEncode(chunk, jobOptions));
+        ({ digest, encoded, written } = await o.pool.digestAndEncode(chunk, {
+          ...jobOptions,
+          chunkFiles: this.#chunkFiles,
+        }));
       } else {
         job = o.pool.submit(chunk, jobOptions);
         digest = await job.digest;
@@ -398,7 +414,9 @@ class ChunkUpload {
       }
       const encodeJob = job;
       job = undefined;
-      const upload = this.#upload(encoded ?? encodeJob, chunk, digest, hex, size, zero);
+      const source = written ?? encoded ?? encodeJob;
+      written = undefined;
+      const upload = this.#upload(source, chunk, digest, hex, size, zero);
       this.#uploading.set(hex, upload);
       const clear = (): void => void this.#uploading.delete(hex);
       upload.then(clear, clear);
@@ -408,6 +426,8 @@ class ChunkUpload {
         : { digest, uploaded: true, encodedSize };
     } finally {
       job?.drop();
+      // Known after all (a repeat in the stream), or a failure: the file is not needed.
+      if (written !== undefined) rmSync(written.temp, { force: true });
     }
   }
 
@@ -417,7 +437,7 @@ class ChunkUpload {
    * `source` is the blob already) and uploaded (the encoded size).
    */
   async #upload(
-    source: ChunkJob | Uint8Array | undefined,
+    source: ChunkJob | Uint8Array | WrittenBlob | undefined,
     chunk: Uint8Array,
     digest: Uint8Array,
     hex: string,
@@ -425,6 +445,20 @@ class ChunkUpload {
     zero: boolean,
   ): Promise<number | undefined> {
     const o = this.#o;
+    if (source !== undefined && 'temp' in source) {
+      // The worker found no file of this digest in the store a moment ago and wrote one; the
+      // writer's insert rules settle any race with another backup.
+      this.#noteDecision(true);
+      try {
+        await o.writer.uploadChunkFile!(o.wid, o.kind, digest, size, source, source.kind);
+      } catch (error) {
+        // The writer removes it; a wrapper that failed before passing it on may not have.
+        rmSync(source.temp, { force: true });
+        throw error;
+      }
+      o.known.add(hex);
+      return source.size;
+    }
     // A stat per new chunk, against compressing (and writing) one the store has: a first backup
     // into a new group, say, of data that other groups hold.
     if (o.writer.reuseStoredChunk !== undefined) {

@@ -1,5 +1,6 @@
 import { createCipheriv, createHash } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rejectionCodeOf } from '../../test/helpers/error-code.js';
 import { type StoreFixture, makeStore } from '../../test/helpers/store-fixture.js';
@@ -18,6 +19,7 @@ import {
   serializeManifestBytes,
 } from '../format/manifest.js';
 import { toHex } from '../lib/bytes.js';
+import { BurrowError } from '../lib/errors.js';
 import { parseAuthid } from '../types/auth.js';
 import type { BackupGroup } from '../types/backup.js';
 import { ROOT_NAMESPACE, backupGroup } from '../types/backup.js';
@@ -62,12 +64,14 @@ function pseudoRandom(size: number, seed: number): Uint8Array {
 
 const sha256 = (d: Uint8Array): string => createHash('sha256').update(d).digest('hex');
 
-function open(group: BackupGroup, time: number): Promise<BackupWriter> {
+/** `trustChunks`: as the CLI opens it, the pipeline's workers then write new chunks' files. */
+function open(group: BackupGroup, time: number, trustChunks = false): Promise<BackupWriter> {
   return openLocalBackupWriter(store, {
     ns: group.ns,
     group,
     backupTime: time,
     authId: ROOT,
+    trustChunks,
   });
 }
 
@@ -233,5 +237,118 @@ describe('local BackupWriter/BackupReader with the chunk pipeline', () => {
     }
     expect(existsSync(store.snapshotPath(w.snapshot))).toBe(false);
     expect(pool.pendingJobs).toBe(0);
+  });
+});
+
+describe('chunk files written by the workers (a trusted local session)', () => {
+  /** A writer that counts how each new chunk reaches the store. */
+  function counting(inner: BackupWriter): { writer: BackupWriter; calls: Map<string, number> } {
+    const calls = new Map<string, number>();
+    const writer = new Proxy(inner, {
+      get(target, name, receiver) {
+        const value = Reflect.get(target, name, receiver) as unknown;
+        if (typeof value !== 'function') return value;
+        return (...args: unknown[]) => {
+          calls.set(String(name), (calls.get(String(name)) ?? 0) + 1);
+          return (value as (...a: unknown[]) => unknown).apply(target, args);
+        };
+      },
+    });
+    return { writer, calls };
+  }
+
+  /** Names with `.tmp_` in the prefix directories of these chunks. */
+  function tempFilesBeside(chunks: Uint8Array[]): string[] {
+    const dirs = new Set(chunks.map((c) => dirname(store.chunkStore.chunkPath(sha256Bytes(c)))));
+    return [...dirs].flatMap((dir) => readdirSync(dir).filter((n) => n.includes('.tmp_')));
+  }
+
+  const sha256Bytes = (d: Uint8Array): Uint8Array =>
+    new Uint8Array(createHash('sha256').update(d).digest());
+
+  it('stores every new chunk through a worker-written file; repeats and stored chunks write none', async () => {
+    // Every job on a worker thread: none handled on this one.
+    const workers = ChunkWorkerPool.create(2, 0);
+    const group = nextGroup();
+    const stored = pseudoRandom(100 * KiB, 70);
+    // Another group already holds `stored`.
+    const w0 = await open(nextGroup(), 100, true);
+    try {
+      const wid = await w0.createIndex('dynamic', 'a.pxar.didx');
+      await uploadChunks([stored.slice()], {
+        writer: w0,
+        wid,
+        kind: 'dynamic',
+        known: new Set(),
+        pool: workers,
+      });
+    } finally {
+      await w0.close();
+    }
+    const fresh = Array.from({ length: 24 }, (_, i) => pseudoRandom(64 * KiB + i, 80 + i));
+    const stream = [...fresh, fresh[0]!, stored, fresh[5]!];
+    const inner = await open(group, 100, true);
+    const { writer, calls } = counting(inner);
+    try {
+      const wid = await writer.createIndex('dynamic', 'data.pxar.didx');
+      const result = await uploadChunks(
+        stream.map((c) => c.slice()),
+        { writer, wid, kind: 'dynamic', known: new Set(), pool: workers },
+      );
+      expect(result).toMatchObject({ chunkCount: stream.length, uploadedChunks: fresh.length });
+      expect(calls.get('uploadChunkFile')).toBe(fresh.length);
+      expect(calls.get('uploadChunk')).toBeUndefined();
+      await finishWith(writer, [indexFileInfo('data.pxar.didx', result, 'none')]);
+    } finally {
+      await writer.close();
+      await workers.close();
+    }
+    expect(tempFilesBeside(stream)).toEqual([]);
+    for (const chunk of fresh) {
+      const path = store.chunkStore.chunkPath(sha256Bytes(chunk));
+      expect(statSync(path).mode & 0o777).toBe(0o644);
+    }
+    const reader = await openLocalBackupReader(store, inner.snapshot);
+    try {
+      expect(sha256(await restoreDynamic(reader, 'data.pxar.didx'))).toBe(
+        sha256(Buffer.concat(stream)),
+      );
+    } finally {
+      await reader.close();
+    }
+  });
+
+  it('an upload that fails midway leaves no temporary file and no snapshot', async () => {
+    const workers = ChunkWorkerPool.create(2, 0);
+    const chunks = Array.from({ length: 30 }, (_, i) => pseudoRandom(64 * KiB, 200 + i));
+    const inner = await open(nextGroup(), 100, true);
+    let files = 0;
+    // The fourth chunk file fails after the writer took it, as a full disk would.
+    const writer = new Proxy(inner, {
+      get(target, name, receiver) {
+        const value = Reflect.get(target, name, receiver) as unknown;
+        if (name !== 'uploadChunkFile') {
+          return typeof value === 'function' ? (value as () => unknown).bind(target) : value;
+        }
+        return async (...args: Parameters<NonNullable<BackupWriter['uploadChunkFile']>>) => {
+          if (++files === 4) throw new BurrowError('IO_ERROR', 'no space left (test)');
+          return inner.uploadChunkFile!(...args);
+        };
+      },
+    });
+    try {
+      const wid = await writer.createIndex('dynamic', 'data.pxar.didx');
+      const promise = uploadChunks(
+        chunks.map((c) => c.slice()),
+        { writer, wid, kind: 'dynamic', known: new Set(), pool: workers },
+      );
+      expect(await rejectionCodeOf(promise)).toBe('IO_ERROR');
+    } finally {
+      await writer.close();
+      await workers.close();
+    }
+    expect(files).toBeGreaterThanOrEqual(4);
+    expect(tempFilesBeside(chunks)).toEqual([]);
+    expect(existsSync(store.snapshotPath(inner.snapshot))).toBe(false);
   });
 });

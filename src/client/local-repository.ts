@@ -12,7 +12,9 @@ import {
   snapshotFiles,
 } from '../datastore/api-listing.js';
 import { BackupSession } from '../datastore/backup-session.js';
+import type { ChunkFileTarget, WrittenChunk } from '../datastore/chunk-file.js';
 import type { DataStore } from '../datastore/datastore.js';
+import type { BlobKind } from '../format/data-blob.js';
 import { garbageCollection } from '../datastore/gc.js';
 import type { GcStatusData } from '../datastore/gc-status.js';
 import type { KeepOptions } from '../datastore/prune.js';
@@ -112,6 +114,22 @@ export class LocalBackupWriter implements BackupWriter {
     encoded: Uint8Array,
   ): Promise<void> {
     await this.session.uploadChunk(wid, kind, digest, size, encoded);
+  }
+
+  chunkFileTarget(): ChunkFileTarget | undefined {
+    // Only a session that takes the pipeline's chunks unchecked takes them as files.
+    return this.session.trustedClient ? this.session.store.chunkFileTarget() : undefined;
+  }
+
+  async uploadChunkFile(
+    wid: number,
+    kind: IndexKind,
+    digest: Uint8Array,
+    size: number,
+    written: WrittenChunk,
+    blobKind: BlobKind,
+  ): Promise<void> {
+    await this.session.uploadChunkFile(wid, kind, digest, size, written, blobKind);
   }
 
   reuseStoredChunk(

@@ -216,9 +216,20 @@ export class InjectingWriter implements BackupWriter {
   #injectedBytes = 0;
   #result: { size: number; chunkCount: number; csum: Uint8Array } | undefined;
 
+  // The optional calls of local mode, passed on where the wrapped writer has them: a chunk of
+  // this writer's stream is stored as the wrapped writer stores any other.
+  readonly chunkFileTarget: BackupWriter['chunkFileTarget'];
+  readonly uploadChunkFile: BackupWriter['uploadChunkFile'];
+  readonly reuseStoredChunk: BackupWriter['reuseStoredChunk'];
+  readonly hasStoredChunk: BackupWriter['hasStoredChunk'];
+
   constructor(inner: BackupWriter, wid: number) {
     this.#inner = inner;
     this.#wid = wid;
+    this.chunkFileTarget = inner.chunkFileTarget?.bind(inner);
+    this.uploadChunkFile = inner.uploadChunkFile?.bind(inner);
+    this.reuseStoredChunk = inner.reuseStoredChunk?.bind(inner);
+    this.hasStoredChunk = inner.hasStoredChunk?.bind(inner);
   }
 
   get snapshot(): BackupWriter['snapshot'] {
@@ -270,6 +281,7 @@ export class InjectingWriter implements BackupWriter {
   uploadBlob(fileName: string, encoded: Uint8Array): Promise<void> {
     return this.#inner.uploadBlob(fileName, encoded);
   }
+
   finish(): Promise<void> {
     return this.#inner.finish();
   }

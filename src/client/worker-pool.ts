@@ -36,7 +36,9 @@ import type {
   JobWant,
   ToWorker,
   WorkerErrorData,
+  WrittenBlob,
 } from './chunk-worker.js';
+import type { ChunkFileTarget } from '../datastore/chunk-file.js';
 
 export const MAX_JOBS_PER_WORKER = 2;
 
@@ -139,6 +141,11 @@ export interface JobOptions {
    * its slot freed when the worker is done. Default false: the chunk is copied and stays usable.
    */
   transfer?: boolean;
+  /**
+   * digestAndEncode on a worker thread: a new chunk (no file of its digest in the store) goes to a
+   * temporary file in this store instead of coming back (ProcessedChunk.written).
+   */
+  chunkFiles?: ChunkFileTarget | undefined;
 }
 
 /** What a decode job checks (decodeBlob's options, CRC left out as in decodeChunkHere). */
@@ -150,7 +157,10 @@ export interface DecodeOptions {
 
 export interface ProcessedChunk {
   digest: Uint8Array;
+  /** Empty when the blob was written to `written` instead. */
   encoded: Uint8Array;
+  /** The blob's temporary file in the store (JobOptions.chunkFiles); the caller must put it in place or remove it. */
+  written?: WrittenBlob;
 }
 
 interface Deferred<T> {
@@ -192,6 +202,9 @@ interface Job {
   expectedSize?: number;
   /** Write jobs. */
   plan?: ChunkPlan;
+  /** 'both' jobs: JobOptions.chunkFiles, and what the worker wrote there. */
+  chunkFiles?: ChunkFileTarget;
+  written?: WrittenBlob;
   state: JobState;
   worker: PoolWorker | undefined;
   digest: Deferred<Uint8Array>;
@@ -372,7 +385,10 @@ export class ChunkWorkerPool {
   async digestAndEncode(data: Uint8Array, options: JobOptions = {}): Promise<ProcessedChunk> {
     const job = this.#submit('both', data, options);
     const encoded = await job.encoded.promise;
-    return { digest: await job.digest.promise, encoded };
+    const digest = await job.digest.promise;
+    return job.written === undefined
+      ? { digest, encoded }
+      : { digest, encoded, written: job.written };
   }
 
   /**
@@ -471,6 +487,9 @@ export class ChunkWorkerPool {
         ? {}
         : { expectedDigest: check.expectedDigest, expectedSize: check.expectedSize }),
       ...(plan === undefined ? {} : { plan }),
+      ...(want === 'both' && options.chunkFiles !== undefined
+        ? { chunkFiles: options.chunkFiles }
+        : {}),
       state: 'queued',
       worker: undefined,
       digest: deferred(),
@@ -598,6 +617,7 @@ export class ChunkWorkerPool {
         job.digest.resolve(message.digest);
         return;
       case 'encoded':
+        if (message.written !== undefined) job.written = message.written;
         if (message.digest !== undefined) job.digest.resolve(message.digest);
         this.#freeSlot(job);
         job.encoded.resolve(message.encoded);
@@ -799,6 +819,7 @@ export class ChunkWorkerPool {
           ? {}
           : { expectedDigest: ownDigest(job.expectedDigest), expectedSize: job.expectedSize! }),
         ...(job.plan === undefined ? {} : { plan: job.plan }),
+        ...(job.chunkFiles === undefined ? {} : { chunkFiles: job.chunkFiles }),
         ...(best.drops.length === 0 ? {} : { drops: best.drops.splice(0) }),
       };
       job.data = undefined;

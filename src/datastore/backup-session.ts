@@ -19,7 +19,7 @@ import { crc32 } from 'node:zlib';
 import { bytesEqual, toHex } from '../lib/bytes.js';
 import { BurrowError, isBurrowError } from '../lib/errors.js';
 import { isEncryptedKind, parseBlobHeader, plainBlobDigest } from '../format/data-blob.js';
-import type { BlobHeader } from '../format/data-blob.js';
+import type { BlobHeader, BlobKind } from '../format/data-blob.js';
 import { IndexCsumBuilder } from '../format/index-common.js';
 import {
   FIXED_CHUNK_SIZE,
@@ -43,6 +43,7 @@ import {
 } from '../types/backup.js';
 import { DIGEST_SIZE, digestToHex } from '../types/digest.js';
 import { isDirectory } from './backup-info.js';
+import type { InsertResult, WrittenChunk } from './chunk-store.js';
 import type { DataStore, LockGuard } from './datastore.js';
 import { MAX_INDEX_FILE_SIZE, readIndexFile } from './index-file.js';
 import type { DynamicIndexWriter, FixedIndexWriter } from './index-writer.js';
@@ -740,48 +741,10 @@ export class BackupSession {
     encoded: Uint8Array,
   ): Promise<string> {
     return this.#call(async () => {
-      const writer = this.#writer(wid, kind);
-      checkDigestArg(digest, 'digest');
-      checkCount(size, 'size', 1);
-      if (size > MAX_CHUNK_SIZE) {
-        throw new BurrowError(
-          'INVALID_ARGUMENT',
-          `size must be at most ${MAX_CHUNK_SIZE}, got ${size}`,
-          { details: { size, limit: MAX_CHUNK_SIZE } },
-        );
-      }
       if (!(encoded instanceof Uint8Array)) {
         throw new BurrowError('INVALID_ARGUMENT', 'an uploaded chunk must be a byte array');
       }
-      if (encoded.byteLength > MAX_ENCODED_CHUNK_SIZE) {
-        throw new BurrowError(
-          'BLOB_TOO_LARGE',
-          `uploaded chunk is ${encoded.byteLength} bytes, more than the ${MAX_ENCODED_CHUNK_SIZE}-byte limit`,
-          { details: { size: encoded.byteLength, limit: MAX_ENCODED_CHUNK_SIZE } },
-        );
-      }
-      let small = false;
-      if (writer.kind === 'fixed') {
-        if (size > FIXED_CHUNK_SIZE) {
-          throw invalid(
-            `fixed writer '${writer.name}' - got large chunk (${size} > ${FIXED_CHUNK_SIZE})`,
-            { size, chunkSize: FIXED_CHUNK_SIZE },
-          );
-        }
-        if (size < FIXED_CHUNK_SIZE) {
-          if (writer.smallChunks > 0) {
-            throw invalid(
-              `fixed writer '${writer.name}' - detected multiple end chunks (chunk size too small)`,
-              { size, chunkSize: FIXED_CHUNK_SIZE },
-            );
-          }
-          // Counted now so that a concurrent second end chunk is refused too.
-          writer.smallChunks++;
-          small = true;
-        }
-      }
-      try {
-        const hex = digestToHex(digest);
+      return this.#storeChunk(wid, kind, digest, size, encoded.byteLength, async () => {
         const header = parseBlobHeader(encoded);
         if (!this.#trustedClient && !isEncryptedKind(header.kind)) {
           // Decoded into reused memory, only to be hashed: the stored chunk is `encoded`.
@@ -792,7 +755,7 @@ export class BackupSession {
           });
           if (!bytesEqual(actual.digest, digest)) {
             throw new BurrowError('DIGEST_MISMATCH', 'detected chunk with wrong digest.', {
-              details: { expected: hex, actual: toHex(actual.digest) },
+              details: { expected: digestToHex(digest), actual: toHex(actual.digest) },
             });
           }
           if (actual.size !== size) {
@@ -803,21 +766,115 @@ export class BackupSession {
             );
           }
         }
-        const { duplicate, encodedSize } = await this.store.insertChunk(
+        return this.store.insertChunk(
           this.#trustedClient ? encoded : withComputedCrc(encoded, header),
           digest,
         );
-        // The writer may have been closed while the chunk was written; then, as in PBS, the
-        // chunk is stored but not registered.
-        this.#writer(wid, kind);
-        this.#registerChunk(writer, hex, size, encodedSize, duplicate);
-        this.#debugLog(`upload_chunk done: ${size} bytes, ${hex}`);
-        return hex;
-      } catch (error) {
-        if (small && writer.kind === 'fixed') writer.smallChunks--;
-        throw error;
+      });
+    });
+  }
+
+  /** Whether chunks come from Burrow's own pipeline in this process (SessionOptions.trustedClient). */
+  get trustedClient(): boolean {
+    return this.#trustedClient;
+  }
+
+  /**
+   * Local mode only, not a PBS endpoint: uploadChunk for a chunk that the client's worker thread
+   * has written to a temporary file in the store (ChunkStore.chunkFileTarget), put in place with
+   * the store's insert rules (ChunkStore.insertChunkFile). Trusted sessions only, as the chunk is
+   * never read here. The temporary file is gone when this settles, whatever the outcome.
+   */
+  uploadChunkFile(
+    wid: number,
+    kind: IndexKind,
+    digest: Uint8Array,
+    size: number,
+    written: WrittenChunk,
+    blobKind: BlobKind,
+  ): Promise<string> {
+    return this.#call(async () => {
+      try {
+        if (!this.#trustedClient) {
+          throw new BurrowError(
+            'INTERNAL',
+            'a chunk written by the client itself is only taken in local mode',
+          );
+        }
+        return await this.#storeChunk(wid, kind, digest, size, written.size, () =>
+          this.store.insertChunkFile(written, blobKind, digest),
+        );
+      } finally {
+        // Renamed or removed by insertChunkFile; this is for the checks that refused it first.
+        await rm(written.temp, { force: true });
       }
     });
+  }
+
+  /**
+   * What every chunk upload checks (§5.3: the writer, the digest, the sizes, one short chunk per
+   * fixed index) around `insert`, which stores it; then the chunk is registered with the writer.
+   */
+  async #storeChunk(
+    wid: number,
+    kind: IndexKind,
+    digest: Uint8Array,
+    size: number,
+    encodedSize: number,
+    insert: () => Promise<InsertResult>,
+  ): Promise<string> {
+    const writer = this.#writer(wid, kind);
+    checkDigestArg(digest, 'digest');
+    checkCount(size, 'size', 1);
+    if (size > MAX_CHUNK_SIZE) {
+      throw new BurrowError(
+        'INVALID_ARGUMENT',
+        `size must be at most ${MAX_CHUNK_SIZE}, got ${size}`,
+        {
+          details: { size, limit: MAX_CHUNK_SIZE },
+        },
+      );
+    }
+    if (encodedSize > MAX_ENCODED_CHUNK_SIZE) {
+      throw new BurrowError(
+        'BLOB_TOO_LARGE',
+        `uploaded chunk is ${encodedSize} bytes, more than the ${MAX_ENCODED_CHUNK_SIZE}-byte limit`,
+        { details: { size: encodedSize, limit: MAX_ENCODED_CHUNK_SIZE } },
+      );
+    }
+    let small = false;
+    if (writer.kind === 'fixed') {
+      if (size > FIXED_CHUNK_SIZE) {
+        throw invalid(
+          `fixed writer '${writer.name}' - got large chunk (${size} > ${FIXED_CHUNK_SIZE})`,
+          { size, chunkSize: FIXED_CHUNK_SIZE },
+        );
+      }
+      if (size < FIXED_CHUNK_SIZE) {
+        if (writer.smallChunks > 0) {
+          throw invalid(
+            `fixed writer '${writer.name}' - detected multiple end chunks (chunk size too small)`,
+            { size, chunkSize: FIXED_CHUNK_SIZE },
+          );
+        }
+        // Counted now so that a concurrent second end chunk is refused too.
+        writer.smallChunks++;
+        small = true;
+      }
+    }
+    try {
+      const hex = digestToHex(digest);
+      const { duplicate, encodedSize: storedSize } = await insert();
+      // The writer may have been closed while the chunk was written; then, as in PBS, the
+      // chunk is stored but not registered.
+      this.#writer(wid, kind);
+      this.#registerChunk(writer, hex, size, storedSize, duplicate);
+      this.#debugLog(`upload_chunk done: ${size} bytes, ${hex}`);
+      return hex;
+    } catch (error) {
+      if (small && writer.kind === 'fixed') writer.smallChunks--;
+      throw error;
+    }
   }
 
   /**

@@ -1,22 +1,115 @@
 /**
- * Reading one chunk file, and the errors that tell what is wrong with it. ChunkStore.loadChunk
- * reads through the thread pool; readChunkFileSync reads with blocking calls, for a worker
- * thread that decodes the chunk right after (a restore from a local datastore), so the main
- * thread never touches the file. Both refuse the same things with the same errors.
+ * One chunk file at a time, with blocking calls, and the errors that tell what is wrong with it.
+ * ChunkStore.loadChunk reads through the thread pool; readChunkFileSync reads for a worker thread
+ * that decodes the chunk right after (a restore from a local datastore), so the main thread never
+ * touches the file. Both refuse the same things with the same errors. writeChunkTempFileSync is
+ * the first half of an insert (§2.3 step 3: the temporary file), which ChunkStore runs itself
+ * and a backup's worker thread runs for a local store, leaving the rename, and every rule about
+ * what is already there, to ChunkStore.insertChunkFile.
  */
 import {
   closeSync,
+  fchmodSync,
+  fchownSync,
   fstatSync,
   constants as fsConstants,
   openSync,
   readSync,
+  rmSync,
+  writeSync,
   type Stats,
 } from 'node:fs';
-import { basename } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { MAX_ENCODED_CHUNK_SIZE } from '../format/magic.js';
+import { tempPathFor, type FileOwner } from '../lib/atomic-write.js';
 import { BurrowError, isBurrowError } from '../lib/errors.js';
 
 export const CHUNK_OPEN_FLAGS = fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW;
+
+/** A chunk's temporary file: created new, never through a symlink. */
+export const CHUNK_TEMP_FLAGS =
+  fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW;
+
+/** The mode of every chunk file, whatever the umask (as PBS sets it). */
+export const CHUNK_FILE_MODE = 0o644;
+
+/**
+ * Where a thread other than the store's may write new chunks' temporary files: the store's
+ * `.chunks` directory and the owner its files get (undefined: whoever runs Burrow).
+ */
+export interface ChunkFileTarget {
+  chunkDir: string;
+  owner?: FileOwner | undefined;
+}
+
+/** A chunk's temporary file as written by writeChunkTempFileSync, waiting to be put in place. */
+export interface WrittenChunk {
+  /** Path of the temporary file, beside the chunk's final name. */
+  temp: string;
+  /** Bytes of the encoded chunk (the file's size). */
+  size: number;
+}
+
+/** `<chunkDir>/<first four hex digits>/<hex>`: a chunk's path (pbs-formats §1). */
+export function chunkPathIn(chunkDir: string, digestHex: string): string {
+  return join(chunkDir, digestHex.slice(0, 4), digestHex);
+}
+
+/** Why a chunk's temporary file could not be created: a missing prefix directory is damage. */
+export function chunkTempError(error: unknown, path: string, temp: string): BurrowError {
+  const code = errnoCode(error);
+  const dir = dirname(path);
+  if (code === 'ENOENT' || code === 'ENOTDIR') {
+    return invalid(
+      `cannot insert chunk: prefix directory ${dir} is missing or not a directory`,
+      dir,
+      { errno: code },
+      error,
+    );
+  }
+  return fsError(error, 'create temporary chunk file', temp);
+}
+
+/**
+ * Writes `blob` (one buffer, or pieces to write one after the other: encodeBlobPieces) to a new
+ * `<hex>.tmp_XXXXXX` beside the chunk path `path`, owned by `owner` (first, so the chunk never
+ * appears under its name with another owner; PBS 4 chowns the temp file) and with mode 0644, and
+ * returns its path. No fsync: callers at sync level `file` sync it. On failure the temporary
+ * file is removed and the error names the chunk.
+ */
+export function writeChunkTempFileSync(
+  path: string,
+  blob: Uint8Array | readonly Uint8Array[],
+  owner: FileOwner | undefined,
+): string {
+  let fd: number | undefined;
+  let temp = '';
+  for (let attempt = 0; fd === undefined; attempt++) {
+    temp = tempPathFor(path);
+    try {
+      fd = openSync(temp, CHUNK_TEMP_FLAGS, CHUNK_FILE_MODE);
+    } catch (error) {
+      if (errnoCode(error) === 'EEXIST' && attempt < 10) continue;
+      throw chunkTempError(error, path, temp);
+    }
+  }
+  try {
+    try {
+      if (owner !== undefined) fchownSync(fd, owner.uid, owner.gid);
+      fchmodSync(fd, CHUNK_FILE_MODE);
+      for (const piece of blob instanceof Uint8Array ? [blob] : blob) {
+        let done = 0;
+        while (done < piece.byteLength) done += writeSync(fd, piece, done, piece.byteLength - done);
+      }
+    } finally {
+      closeSync(fd);
+    }
+  } catch (error) {
+    rmSync(temp, { force: true });
+    throw fsError(error, 'insert chunk', path, { temp });
+  }
+  return temp;
+}
 
 export function errnoCode(error: unknown): string | undefined {
   return (error as NodeJS.ErrnoException | undefined)?.code;

@@ -39,7 +39,8 @@ import {
   isChunkFileName,
   prefixDirName,
 } from './chunk-store.js';
-import type { ChunkEntry } from './chunk-store.js';
+import type { ChunkEntry, WrittenChunk } from './chunk-store.js';
+import { chunkPathIn, writeChunkTempFileSync } from './chunk-file.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const CLOCK_START = 1_700_000_000;
@@ -642,6 +643,128 @@ describe('insertChunk with blockingWrites (the client)', () => {
     );
     expect(results.filter((r) => !r.duplicate)).toHaveLength(1);
     expect(new Uint8Array(await readFile(blocking.chunkPath(digest)))).toEqual(blob);
+  });
+});
+
+describe('insertChunkFile: a temporary file written by another thread (the client)', () => {
+  /** What a backup's worker thread does: the blob, in pieces, into a temporary file. */
+  function written(digest: Uint8Array, blob: Uint8Array, pieces = 2): WrittenChunk {
+    const cut = Math.min(12, blob.byteLength);
+    const parts = pieces === 1 ? [blob] : [blob.subarray(0, cut), blob.subarray(cut)];
+    const target = store.chunkFileTarget()!;
+    const path = chunkPathIn(target.chunkDir, digestToHex(digest));
+    return { temp: writeChunkTempFileSync(path, parts, target.owner), size: blob.byteLength };
+  }
+
+  it('puts a new chunk in place: the bytes of its pieces, mode 0644, no temporary file left', async () => {
+    const digest = newDigest();
+    const blob = blobOf('zstd', 3000);
+    const file = written(digest, blob);
+    expect(file.temp).toMatch(new RegExp(`/${digestToHex(digest)}\\.tmp_.{6}$`));
+    expect(mode(await stat(file.temp))).toBe(0o644);
+    expect(await store.insertChunkFile(file, 'zstd', digest)).toEqual({
+      duplicate: false,
+      encodedSize: blob.byteLength,
+    });
+    const path = store.chunkPath(digest);
+    expect(new Uint8Array(await readFile(path))).toEqual(blob);
+    expect(mode(await stat(path))).toBe(0o644);
+    expect(await tempFilesIn(join(path, '..'))).toEqual([]);
+  });
+
+  it('follows the rules of insertChunk and removes the temporary file of a copy that is not kept', async () => {
+    const small = blobOf('zstd', 10_000);
+    const big = blobOf('plain', 10_000);
+    const digest = newDigest();
+    const dir = join(store.chunkPath(digest), '..');
+    await store.insertChunk(small, digest);
+    await agePath(store.chunkPath(digest));
+    // The same size: a duplicate, touched; the bigger copy: the stored one stays.
+    for (const blob of [small, big]) {
+      const file = written(digest, blob);
+      expect(await store.insertChunkFile(file, blobKindOf(blob)!, digest)).toEqual({
+        duplicate: true,
+        encodedSize: small.byteLength,
+      });
+      expect(existsSync(file.temp)).toBe(false);
+    }
+    expect((await stat(store.chunkPath(digest))).atimeMs).toBeGreaterThan(1_000_000_000_000);
+    expect(new Uint8Array(await readFile(store.chunkPath(digest)))).toEqual(small);
+    // A smaller copy replaces a bigger one.
+    const other = newDigest();
+    await store.insertChunk(big, other);
+    expect(await store.insertChunkFile(written(other, small, 1), 'zstd', other)).toEqual({
+      duplicate: false,
+      encodedSize: small.byteLength,
+    });
+    expect(new Uint8Array(await readFile(store.chunkPath(other)))).toEqual(small);
+    expect(await tempFilesIn(dir)).toEqual([]);
+    expect(await tempFilesIn(join(store.chunkPath(other), '..'))).toEqual([]);
+  });
+
+  it('refuses what insertChunk refuses and leaves no temporary file behind', async () => {
+    const digest = newDigest();
+    await store.insertChunk(blobOf('zstd', 500), digest);
+    const conflict = written(digest, blobOf('encrypted', 300), 1);
+    await expectCode(store.insertChunkFile(conflict, 'encrypted', digest), 'CHUNK_CONFLICT');
+    expect(existsSync(conflict.temp)).toBe(false);
+
+    const linkDigest = newDigest();
+    await symlink(join(tmp, 'nowhere'), store.chunkPath(linkDigest));
+    const linked = written(linkDigest, blobOf('plain', 10), 1);
+    await expectCode(store.insertChunkFile(linked, 'plain', linkDigest), 'DATASTORE_INVALID');
+    expect(existsSync(linked.temp)).toBe(false);
+
+    // A temporary file of another chunk is not taken for this one.
+    const a = newDigest();
+    const b = newDigest();
+    const stray = written(a, blobOf('plain', 10), 1);
+    await expectCode(
+      store.insertChunkFile(stray, 'plain', b),
+      'INVALID_ARGUMENT',
+      /not a temporary file/,
+    );
+    expect(existsSync(stray.temp)).toBe(false);
+    expect(existsSync(store.chunkPath(b))).toBe(false);
+  });
+
+  it('writeChunkTempFileSync reports a missing prefix directory as a damaged store', async () => {
+    const digest = parseDigestHex('fffc' + '3'.repeat(60));
+    const dir = join(base, '.chunks', 'fffc');
+    await rmdir(dir);
+    try {
+      const path = chunkPathIn(join(base, '.chunks'), digestToHex(digest));
+      let error: unknown;
+      try {
+        writeChunkTempFileSync(path, [blobOf('plain', 10)], undefined);
+      } catch (e) {
+        error = e;
+      }
+      expect(isBurrowError(error, 'DATASTORE_INVALID')).toBe(true);
+      expect((error as Error).message).toMatch(/prefix directory .*fffc/);
+    } finally {
+      await mkdir(dir, 0o750);
+      await chmod(dir, 0o750);
+    }
+  });
+
+  it('is offered below sync level file; at file, the temporary file is synced before the rename', async () => {
+    expect(store.chunkFileTarget()).toEqual({
+      chunkDir: join(base, '.chunks'),
+      owner: store.fileOwner,
+    });
+    const fileLevel = await ChunkStore.open(base, { syncLevel: 'file' });
+    expect(fileLevel.chunkFileTarget()).toBeUndefined();
+    // A file written anyway still goes in place with the level's fsyncs.
+    const digest = newDigest();
+    const blob = blobOf('zstd', 2000);
+    const path = fileLevel.chunkPath(digest);
+    const file = { temp: writeChunkTempFileSync(path, blob, undefined), size: blob.byteLength };
+    expect(await fileLevel.insertChunkFile(file, 'zstd', digest)).toEqual({
+      duplicate: false,
+      encodedSize: blob.byteLength,
+    });
+    expect(new Uint8Array(await readFile(path))).toEqual(blob);
   });
 });
 

@@ -19,8 +19,7 @@ import {
   constants as fsConstants,
   chmodSync,
   closeSync,
-  fchmodSync,
-  fchownSync,
+  fsyncSync,
   lchownSync,
   lstatSync,
   mkdirSync,
@@ -30,12 +29,11 @@ import {
   renameSync,
   rmSync,
   statSync,
-  writeSync,
 } from 'node:fs';
 import type { Stats } from 'node:fs';
 import { chmod, lchown, lstat, mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
-import { dirname, isAbsolute, join, resolve } from 'node:path';
+import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import { setTimeout as sleepMs } from 'node:timers/promises';
 import { fsyncDirectory, tempPathFor, writeFileAtomic } from '../lib/atomic-write.js';
 import type { Clock } from '../lib/clock.js';
@@ -45,6 +43,7 @@ import { syncfsAsync, touchAtime } from '../lib/native-fs.js';
 import {
   blobKindOf,
   encodeBlob,
+  type BlobKind,
   isCompressedKind,
   isEncryptedKind,
   parseBlobHeader,
@@ -54,14 +53,19 @@ import type { SyncLevel } from '../format/datastore-config.js';
 import { FIXED_CHUNK_SIZE, MAX_ENCODED_CHUNK_SIZE } from '../format/magic.js';
 import { DIGEST_SIZE, digestToHex, parseDigestHex } from '../types/digest.js';
 import {
+  CHUNK_FILE_MODE,
   CHUNK_OPEN_FLAGS,
+  CHUNK_TEMP_FLAGS,
   checkChunkStat,
   chunkOpenError,
+  chunkTempError,
   describeType,
   errnoCode,
   fsError,
   invalid,
+  writeChunkTempFileSync,
 } from './chunk-file.js';
+import type { ChunkFileTarget, WrittenChunk } from './chunk-file.js';
 import { chownHandle, datastoreFileOwner, mkdirOwned } from './file-owner.js';
 import type { FileOwner } from './file-owner.js';
 import { ProcessLocker } from './process-locker.js';
@@ -77,11 +81,8 @@ export const PREFIX_DIR_COUNT = 0x10000;
 export const BASE_DIR_MODE = 0o755;
 export const CHUNK_DIR_MODE = 0o750;
 export const LOCK_FILE_MODE = 0o644;
-export const CHUNK_FILE_MODE = 0o644;
-
-/** A chunk's temporary file: created new, never through a symlink. */
-const CHUNK_TEMP_FLAGS =
-  fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW;
+export { CHUNK_FILE_MODE };
+export type { ChunkFileTarget, WrittenChunk };
 
 /** SHA-256 of 4 MiB of zero bytes: the chunk the atime safety check inserts (§3.5, §7.6). */
 export const ZERO_CHUNK_DIGEST_HEX =
@@ -267,6 +268,16 @@ function readMagicSync(path: string): Uint8Array {
     return magic.subarray(0, got);
   } catch (error) {
     throw fsError(error, 'read chunk', path);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** fsync(2) of a file or directory by path, with blocking calls. */
+function fsyncFileSync(path: string): void {
+  const fd = openSync(path, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW);
+  try {
+    fsyncSync(fd);
   } finally {
     closeSync(fd);
   }
@@ -685,8 +696,61 @@ export class ChunkStore {
       );
     }
     return withPathLock(path, () =>
-      this.#insertLocked(path, blob, isEncryptedKind(kind), isCompressedKind(kind)),
+      this.#insertLocked(path, blob.byteLength, kind, () =>
+        this.#blockingWrites && this.syncLevel !== 'file'
+          ? this.#writeChunkBlocking(path, blob)
+          : this.#writeChunk(path, blob),
+      ),
     );
+  }
+
+  /**
+   * Where a backup's worker thread may write new chunks' temporary files itself
+   * (writeChunkTempFileSync) for insertChunkFile to put in place, so that the copy of every new
+   * chunk into the page cache leaves the thread that reads and chunks the input. Undefined at
+   * sync level `file`, whose fsync per chunk stays with insertChunk.
+   */
+  chunkFileTarget(): ChunkFileTarget | undefined {
+    if (this.syncLevel === 'file') return undefined;
+    return { chunkDir: this.chunkDir, owner: this.fileOwner };
+  }
+
+  /**
+   * insertChunk for a chunk already written to a temporary file beside its final name (from
+   * chunkFileTarget): the same rules (§2.3), with the rename of `written.temp` as the write. The
+   * temporary file is gone afterwards whatever happened: renamed over the chunk's name, or
+   * removed when the stored copy stays (a duplicate) or on an error. `kind` is the blob's.
+   */
+  async insertChunkFile(
+    written: WrittenChunk,
+    kind: BlobKind,
+    digest: Uint8Array,
+  ): Promise<InsertResult> {
+    const path = this.chunkPath(digest);
+    const { temp, size } = written;
+    try {
+      if (dirname(temp) !== dirname(path) || !basename(temp).startsWith(`${basename(path)}.tmp_`))
+        throw new BurrowError(
+          'INVALID_ARGUMENT',
+          `${temp} is not a temporary file of chunk ${path}`,
+          { details: { temp, path } },
+        );
+      if (size > MAX_ENCODED_CHUNK_SIZE) {
+        throw new BurrowError(
+          'BLOB_TOO_LARGE',
+          `chunk ${digestToHex(digest)} is ${size} bytes encoded, more than the ${MAX_ENCODED_CHUNK_SIZE}-byte limit`,
+          { details: { size, limit: MAX_ENCODED_CHUNK_SIZE } },
+        );
+      }
+      const result = await withPathLock(path, () =>
+        this.#insertLocked(path, size, kind, () => this.#putTempFile(temp, path)),
+      );
+      if (result.duplicate) rmSync(temp, { force: true });
+      return result;
+    } catch (error) {
+      rmSync(temp, { force: true });
+      throw error;
+    }
   }
 
   /**
@@ -727,13 +791,18 @@ export class ChunkStore {
     return existing.size;
   }
 
+  /**
+   * The rules of §2.3 for a new chunk of `newSize` bytes and blob kind `kind` at `path`, run
+   * under the chunk's lock: a duplicate that stays, or `write` (which puts the new copy there).
+   */
   async #insertLocked(
     path: string,
-    blob: Uint8Array,
-    encrypted: boolean,
-    compressed: boolean,
+    newSize: number,
+    kind: BlobKind,
+    write: () => void | Promise<void>,
   ): Promise<InsertResult> {
-    const newSize = blob.byteLength;
+    const encrypted = isEncryptedKind(kind);
+    const compressed = isCompressedKind(kind);
     const existing = this.#blockingWrites ? lstatIfExistsSync(path) : await lstatIfExists(path);
     if (existing !== undefined) {
       // lstat, not stat: a symlink here is damage (or an attack), not a chunk. PBS follows it.
@@ -786,8 +855,7 @@ export class ChunkStore {
         // after the removal would have given.
       }
     }
-    if (this.#blockingWrites && this.syncLevel !== 'file') this.#writeChunkBlocking(path, blob);
-    else await this.#writeChunk(path, blob);
+    await write();
     this.#wrote(newSize);
     return { duplicate: false, encodedSize: newSize };
   }
@@ -811,46 +879,28 @@ export class ChunkStore {
 
   /** #writeChunk's steps with blocking calls (blockingWrites; no fsync at this sync level). */
   #writeChunkBlocking(path: string, blob: Uint8Array): void {
-    let fd: number | undefined;
-    let temp = '';
-    for (let attempt = 0; fd === undefined; attempt++) {
-      temp = tempPathFor(path);
-      try {
-        fd = openSync(temp, CHUNK_TEMP_FLAGS, CHUNK_FILE_MODE);
-      } catch (error) {
-        const code = errnoCode(error);
-        if (code === 'EEXIST' && attempt < 10) continue;
-        throw this.#createTempError(error, path, temp);
-      }
-    }
+    this.#putTempFile(writeChunkTempFileSync(path, blob, this.fileOwner), path);
+  }
+
+  /**
+   * Renames a chunk's complete temporary file over its name; at sync level `file` the file is
+   * synced first and the prefix directory after, as #writeChunk does. Removes it on failure.
+   */
+  #putTempFile(temp: string, path: string): void {
     try {
-      try {
-        if (this.fileOwner !== undefined) fchownSync(fd, this.fileOwner.uid, this.fileOwner.gid);
-        fchmodSync(fd, CHUNK_FILE_MODE);
-        let done = 0;
-        while (done < blob.byteLength) done += writeSync(fd, blob, done, blob.byteLength - done);
-      } finally {
-        closeSync(fd);
-      }
+      if (this.syncLevel === 'file') fsyncFileSync(temp);
       renameSync(temp, path);
     } catch (error) {
       rmSync(temp, { force: true });
       throw fsError(error, 'insert chunk', path, { temp });
     }
-  }
-
-  #createTempError(error: unknown, path: string, temp: string): BurrowError {
-    const code = errnoCode(error);
-    const dir = dirname(path);
-    if (code === 'ENOENT' || code === 'ENOTDIR') {
-      return invalid(
-        `cannot insert chunk: prefix directory ${dir} is missing or not a directory`,
-        dir,
-        { errno: code },
-        error,
-      );
+    if (this.syncLevel === 'file') {
+      try {
+        fsyncFileSync(dirname(path));
+      } catch (error) {
+        throw fsError(error, 'fsync prefix directory', dirname(path));
+      }
     }
-    return fsError(error, 'create temporary chunk file', temp);
   }
 
   /** The first 8 bytes of an existing chunk file, or undefined if it vanished. */
@@ -902,7 +952,7 @@ export class ChunkStore {
       } catch (error) {
         const code = errnoCode(error);
         if (code === 'EEXIST' && attempt < 10) continue;
-        throw this.#createTempError(error, path, temp);
+        throw chunkTempError(error, path, temp);
       }
     }
     try {

@@ -21,7 +21,7 @@ import { systemClock } from '../lib/clock.js';
 import type { BurrowDirs } from '../lib/dirs.js';
 import { locksDir } from '../lib/dirs.js';
 import { BurrowError, withFile } from '../lib/errors.js';
-import { encodeBlob, decodeBlob, verifyBlobCrc } from '../format/data-blob.js';
+import { encodeBlob, decodeBlob, verifyBlobCrc, type BlobKind } from '../format/data-blob.js';
 import type {
   DatastoreConfigEntry,
   DatastoreProps,
@@ -82,7 +82,7 @@ import {
   readSnapshotInfo,
 } from './backup-info.js';
 import type { SnapshotInfo } from './backup-info.js';
-import type { InsertResult } from './chunk-store.js';
+import type { ChunkFileTarget, InsertResult, WrittenChunk } from './chunk-store.js';
 import { ChunkStore } from './chunk-store.js';
 import {
   checkDatastoreName,
@@ -1393,6 +1393,20 @@ export class DataStore {
 
   insertChunk(blob: Uint8Array, digest: Uint8Array): Promise<InsertResult> {
     return this.chunkStore.insertChunk(blob, digest);
+  }
+
+  /** ChunkStore.insertChunkFile: a chunk a worker thread wrote to a temporary file. */
+  insertChunkFile(
+    written: WrittenChunk,
+    kind: BlobKind,
+    digest: Uint8Array,
+  ): Promise<InsertResult> {
+    return this.chunkStore.insertChunkFile(written, kind, digest);
+  }
+
+  /** ChunkStore.chunkFileTarget: where other threads may write chunks' temporary files. */
+  chunkFileTarget(): ChunkFileTarget | undefined {
+    return this.chunkStore.chunkFileTarget();
   }
 
   /** ChunkStore.touchIfStored: the stored chunk's file size when it can be referenced as is. */

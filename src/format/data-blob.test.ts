@@ -16,6 +16,7 @@ import {
   computeChunkDigest,
   decodeBlob,
   encodeBlob,
+  encodeBlobPieces,
   encodeChunk,
   parseBlobHeader,
   plainBlobDigest,
@@ -433,6 +434,27 @@ describe('decoding checks', () => {
         },
       ),
       { numRuns: 40 },
+    );
+  });
+
+  it('encodeBlobPieces hold the bytes of encodeBlob in order, for every kind', () => {
+    const iv = new Uint8Array(16).fill(9);
+    fc.assert(
+      fc.property(
+        fc.oneof(fc.uint8Array({ maxLength: 30000 }), fc.uint8Array({ max: 1, maxLength: 30000 })),
+        fc.boolean(),
+        fc.boolean(),
+        (data, compress, encrypt) => {
+          const options = encrypt ? { compress, crypt: KEY_ONES, iv } : { compress };
+          const pieces = encodeBlobPieces(data, options);
+          // Gathered before the next compression, which may reuse the payload's memory.
+          const gathered = concatBytes(...pieces);
+          expect(pieces.length).toBe(encrypt ? 1 : 2);
+          expect(toHex(gathered)).toBe(toHex(encodeBlob(data, options)));
+          expect(blobKindOf(pieces[0]!)).toBe(blobKindOf(gathered));
+        },
+      ),
+      { numRuns: 60 },
     );
   });
 

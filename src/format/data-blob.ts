@@ -262,6 +262,23 @@ function writeHeader(out: Uint8Array, kind: BlobKind, crc: number): void {
 
 /** Build a DataBlob from `data` (pbs-formats §3.4). The result never aliases `data`. */
 export function encodeBlob(data: Uint8Array, options: EncodeBlobOptions = {}): Uint8Array {
+  const pieces = encodeBlobPieces(data, options);
+  if (pieces.length === 1) return pieces[0]!;
+  const [header, payload] = pieces as [Uint8Array, Uint8Array];
+  const out = allocUninitialized(header.byteLength + payload.byteLength);
+  out.set(header, 0);
+  out.set(payload, header.byteLength);
+  return out;
+}
+
+/**
+ * encodeBlob's bytes without gathering them into one buffer: one piece (an encrypted blob) or two
+ * (the 12-byte header, then the payload). The payload may be `data` itself or a view of this
+ * thread's zstd scratch memory, so the pieces are only valid until the next compression on this
+ * thread and must be used at once (written to a file). Spares a writer that only writes the blob
+ * a fresh buffer per chunk, whose pages the C library hands back and takes again every time.
+ */
+export function encodeBlobPieces(data: Uint8Array, options: EncodeBlobOptions = {}): Uint8Array[] {
   const { compress = true, crypt, iv, level = BLOB_ZSTD_LEVEL } = options;
   if (data.byteLength > MAX_BLOB_SIZE) {
     throw new BurrowError(
@@ -283,10 +300,9 @@ export function encodeBlob(data: Uint8Array, options: EncodeBlobOptions = {}): U
 
   if (crypt === undefined) {
     const payload = compressed ? frame : data;
-    const out = allocUninitialized(BLOB_HEADER_SIZE + payload.byteLength);
-    out.set(payload, BLOB_HEADER_SIZE);
-    writeHeader(out, compressed ? 'zstd' : 'plain', crc32(payload));
-    return out;
+    const header = new Uint8Array(BLOB_HEADER_SIZE);
+    writeHeader(header, compressed ? 'zstd' : 'plain', crc32(payload));
+    return [header, payload];
   }
 
   const blobIv = iv ?? randomBytes(GCM_IV_SIZE);
@@ -296,7 +312,7 @@ export function encodeBlob(data: Uint8Array, options: EncodeBlobOptions = {}): U
   writeHeader(out, compressed ? 'zstd-encrypted' : 'encrypted', crc);
   out.set(blobIv, IV_OFFSET);
   out.set(tag, TAG_OFFSET);
-  return out;
+  return [out];
 }
 
 // ---------------------------------------------------------------------------------------------
