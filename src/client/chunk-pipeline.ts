@@ -16,10 +16,11 @@
  * - While most recent chunks were new (a first backup), a chunk is digested and encoded in one
  *   worker job and the blob of a chunk found known is dropped; while most were known, the digest
  *   comes first and only new chunks are encoded (#speculate).
- * - When the writer offers it (a local datastore: BackupWriter.chunkFileTarget), such a job also
- *   writes a new chunk's temporary file into the store, and the writer's uploadChunkFile puts it
- *   in place: the blob never comes back to this thread, nor does the copy into the page cache
- *   run on it. A temporary file of a chunk that turns out not to be needed is removed here.
+ * - When the writer offers it (a local datastore: BackupWriter.chunkFileTarget), the worker that
+ *   encodes a new chunk (either way) also writes its temporary file into the store, and the
+ *   writer's uploadChunkFile puts it in place: the blob never comes back to this thread, nor does
+ *   the copy into the page cache run on it. A temporary file of a chunk that turns out not to be
+ *   needed is removed here.
  * - Memory is bounded by `window`: at most that many chunks between "pulled from the source" and
  *   "appended"; the source is not read further until the oldest chunk is appended.
  * - Appends are batched: a batch is sent once it holds 64 entries, and before close. PBS's client
@@ -434,7 +435,7 @@ class ChunkUpload {
   /**
    * A chunk not known to the session: referenced as stored when the repository finds it in its
    * chunk store (undefined; local mode, see BackupWriter.reuseStoredChunk), else encoded (unless
-   * `source` is the blob already) and uploaded (the encoded size).
+   * `source` is the blob already, or its file) and uploaded (the encoded size).
    */
   async #upload(
     source: ChunkJob | Uint8Array | WrittenBlob | undefined,
@@ -449,15 +450,7 @@ class ChunkUpload {
       // The worker found no file of this digest in the store a moment ago and wrote one; the
       // writer's insert rules settle any race with another backup.
       this.#noteDecision(true);
-      try {
-        await o.writer.uploadChunkFile!(o.wid, o.kind, digest, size, source, source.kind);
-      } catch (error) {
-        // The writer removes it; a wrapper that failed before passing it on may not have.
-        rmSync(source.temp, { force: true });
-        throw error;
-      }
-      o.known.add(hex);
-      return source.size;
+      return this.#uploadFile(source, digest, hex, size);
     }
     // A stat per new chunk, against compressing (and writing) one the store has: a first backup
     // into a new group, say, of data that other groups hold.
@@ -487,21 +480,48 @@ class ChunkUpload {
       }
     }
     if (!zero) this.#noteDecision(true);
-    const encoded =
-      source instanceof Uint8Array
-        ? source
-        : source !== undefined
-          ? await source.encode()
-          : await o.pool.encodeOnly(chunk, {
-              crypt: o.crypt,
-              compress: this.#compress,
-              ...(o.level === undefined ? {} : { level: o.level }),
-              transfer: this.#transfer,
-            });
+    let encoded: Uint8Array;
+    if (source instanceof Uint8Array) {
+      encoded = source;
+    } else if (source !== undefined && this.#chunkFiles !== undefined) {
+      // The new chunks of an incremental backup go into the store from the worker too.
+      const result = await source.encodeToFile(this.#chunkFiles);
+      if (result.written !== undefined) return this.#uploadFile(result.written, digest, hex, size);
+      encoded = result.encoded;
+    } else if (source !== undefined) {
+      encoded = await source.encode();
+    } else {
+      encoded = await o.pool.encodeOnly(chunk, {
+        crypt: o.crypt,
+        compress: this.#compress,
+        ...(o.level === undefined ? {} : { level: o.level }),
+        transfer: this.#transfer,
+      });
+    }
     this.#checkNotFailed();
     await o.writer.uploadChunk(o.wid, o.kind, digest, size, encoded);
     o.known.add(hex);
     return encoded.byteLength;
+  }
+
+  /** A new chunk a worker wrote to a temporary file in the store: put in place by the writer. */
+  async #uploadFile(
+    written: WrittenBlob,
+    digest: Uint8Array,
+    hex: string,
+    size: number,
+  ): Promise<number> {
+    const o = this.#o;
+    try {
+      this.#checkNotFailed();
+      await o.writer.uploadChunkFile!(o.wid, o.kind, digest, size, written, written.kind);
+    } catch (error) {
+      // The writer removes it; a wrapper that failed before passing it on may not have.
+      rmSync(written.temp, { force: true });
+      throw error;
+    }
+    o.known.add(hex);
+    return written.size;
   }
 
   #checkNotFailed(): void {

@@ -10,7 +10,7 @@
  * Chunks in a ChunkArena (shared memory, sent once per worker as 'arena') are read in place; the
  * main thread frees their slot when it has the encoded blob, or when it drops the job.
  *
- * A 'both' job for a local datastore (`chunkFiles`) also writes a new chunk's temporary file into
+ * A 'both' job or an 'encode' for a local datastore (`chunkFiles`) also writes a new chunk's temporary file into
  * the store and answers with its name instead of the blob, unless the chunk's file is there
  * already: the copy into the page cache, about a third of what the main thread spent on a first
  * backup, then happens here, and ChunkStore.insertChunkFile only renames (or removes) it.
@@ -78,7 +78,8 @@ export type ToWorker =
       /** 'both' jobs: write a new chunk's temporary file into this store (see above). */
       chunkFiles?: ChunkFileTarget;
     }
-  | { type: 'encode'; id: number }
+  /** Encode a held job; with `chunkFiles`, a new chunk goes to a temporary file there. */
+  | { type: 'encode'; id: number; chunkFiles?: ChunkFileTarget }
   /** Forget held jobs (known chunks); also carried by the next job message (`drops`). */
   | { type: 'drop'; ids: number[] }
   /** Test hook: the worker throws outside any job, as a crash would. */
@@ -114,6 +115,8 @@ interface Held {
   data: Uint8Array;
   crypt: CryptConfig | undefined;
   level: number;
+  /** Of a job that was digested first: what an encode into a chunk file needs. */
+  digest?: Uint8Array;
 }
 
 const port = parentPort;
@@ -174,8 +177,9 @@ function postEncoded(
 ): void {
   const digest = withDigest ? computeChunkDigest(job.data, job.crypt) : undefined;
   const options = { compress: job.level > 0, level: job.level, crypt: job.crypt };
-  if (digest !== undefined && chunkFiles !== undefined) {
-    const path = chunkPathIn(chunkFiles.chunkDir, toHex(digest));
+  const fileDigest = digest ?? job.digest;
+  if (fileDigest !== undefined && chunkFiles !== undefined) {
+    const path = chunkPathIn(chunkFiles.chunkDir, toHex(fileDigest));
     // A chunk the store has (a repeat, another group's data) comes back as a blob, for the
     // main thread's insert to find the duplicate: no temporary file to write and remove.
     if (!existsSync(path)) {
@@ -184,7 +188,8 @@ function postEncoded(
       const temp = writeChunkTempFileSync(path, pieces, chunkFiles.owner);
       const size = pieces.reduce((sum, piece) => sum + piece.byteLength, 0);
       const written: WrittenBlob = { temp, size, kind: blobKindOf(pieces[0]!)! };
-      const reply: FromWorker = { type: 'encoded', id, encoded: EMPTY, digest, written };
+      const reply: FromWorker = { type: 'encoded', id, encoded: EMPTY, written };
+      if (digest !== undefined) reply.digest = digest;
       port!.postMessage(reply);
       return;
     }
@@ -254,6 +259,7 @@ function handle(message: ToWorker): void {
       };
       if (message.want === 'digest') {
         const digest = computeChunkDigest(job.data, job.crypt);
+        job.digest = digest;
         held.set(message.id, job);
         const reply: FromWorker = { type: 'digest', id: message.id, digest };
         port!.postMessage(reply);
@@ -268,7 +274,7 @@ function handle(message: ToWorker): void {
         throw new BurrowError('INTERNAL', `chunk worker: no held job ${message.id} to encode`);
       }
       held.delete(message.id);
-      postEncoded(message.id, job, false);
+      postEncoded(message.id, job, false, message.chunkFiles);
       return;
     }
     case 'drop':

@@ -318,6 +318,55 @@ describe('chunk files written by the workers (a trusted local session)', () => {
     }
   });
 
+  it('writes the new chunks of a mostly known stream through files too (digest first, then encode)', async () => {
+    const workers = ChunkWorkerPool.create(2, 0);
+    const old = Array.from({ length: 20 }, (_, i) => pseudoRandom(64 * KiB + i, 300 + i));
+    const added = Array.from({ length: 5 }, (_, i) => pseudoRandom(64 * KiB + i, 400 + i));
+    const stream = [...old.slice(0, 10), ...added, ...old.slice(10)];
+    const group = nextGroup();
+    const w0 = await open(group, 100, true);
+    try {
+      const wid = await w0.createIndex('dynamic', 'data.pxar.didx');
+      const r0 = await uploadChunks(
+        old.map((c) => c.slice()),
+        { writer: w0, wid, kind: 'dynamic', known: new Set(), pool: workers },
+      );
+      await finishWith(w0, [indexFileInfo('data.pxar.didx', r0, 'none')]);
+    } finally {
+      await w0.close();
+    }
+    const inner = await open(group, 200, true);
+    const { writer, calls } = counting(inner);
+    try {
+      // What the previous snapshot gives: every old chunk is known, so digests come first.
+      const previous = DynamicIndex.parse((await writer.downloadPrevious('data.pxar.didx'))!);
+      const known = new Set<string>();
+      for (let i = 0; i < previous.count; i++) known.add(toHex(previous.digest(i)));
+      expect(known.size).toBe(old.length);
+      const wid = await writer.createIndex('dynamic', 'data.pxar.didx');
+      const result = await uploadChunks(
+        stream.map((c) => c.slice()),
+        { writer, wid, kind: 'dynamic', known, pool: workers },
+      );
+      expect(result).toMatchObject({ uploadedChunks: added.length, reusedChunks: old.length });
+      expect(calls.get('uploadChunkFile')).toBe(added.length);
+      expect(calls.get('uploadChunk')).toBeUndefined();
+      await finishWith(writer, [indexFileInfo('data.pxar.didx', result, 'none')]);
+    } finally {
+      await writer.close();
+      await workers.close();
+    }
+    expect(tempFilesBeside(stream)).toEqual([]);
+    const reader = await openLocalBackupReader(store, inner.snapshot);
+    try {
+      expect(sha256(await restoreDynamic(reader, 'data.pxar.didx'))).toBe(
+        sha256(Buffer.concat(stream)),
+      );
+    } finally {
+      await reader.close();
+    }
+  });
+
   it('an upload that fails midway leaves no temporary file and no snapshot', async () => {
     const workers = ChunkWorkerPool.create(2, 0);
     const chunks = Array.from({ length: 30 }, (_, i) => pseudoRandom(64 * KiB, 200 + i));

@@ -53,8 +53,14 @@ export const DEFAULT_INLINE_BYTES = 4 * 1024 * 1024;
 /** A chunk in the two-step protocol: the digest first, then encode() if the chunk is new, else drop(). */
 export interface ChunkJob {
   readonly digest: Promise<Uint8Array>;
-  /** The DataBlob; call once, after the digest resolved. */
+  /** The DataBlob; call once (this or encodeToFile), after the digest resolved. */
   encode(): Promise<Uint8Array>;
+  /**
+   * encode() for a local datastore: on a worker thread, a chunk whose file is not in the store
+   * goes to a temporary file in `chunkFiles` (`written`; the caller must put it in place or
+   * remove it) instead of coming back; otherwise, as encode(), the blob.
+   */
+  encodeToFile(chunkFiles: ChunkFileTarget): Promise<ProcessedBlob>;
   /** Frees the chunk in the worker (a known chunk); harmless after encode() or a failure. */
   drop(): void;
 }
@@ -153,6 +159,12 @@ export interface DecodeOptions {
   crypt?: CryptConfig | undefined;
   expectedDigest: Uint8Array;
   expectedSize: number;
+}
+
+/** An encoded chunk: the blob, or (empty blob) the temporary file it was written to. */
+export interface ProcessedBlob {
+  encoded: Uint8Array;
+  written?: WrittenBlob;
 }
 
 export interface ProcessedChunk {
@@ -435,6 +447,10 @@ export class ChunkWorkerPool {
     return {
       digest: job.digest.promise,
       encode: () => this.#requestEncode(job),
+      encodeToFile: async (chunkFiles) => {
+        const encoded = await this.#requestEncode(job, chunkFiles);
+        return job.written === undefined ? { encoded } : { encoded, written: job.written };
+      },
       drop: () => this.#drop(job),
     };
   }
@@ -500,14 +516,19 @@ export class ChunkWorkerPool {
     return job;
   }
 
-  #requestEncode(job: Job): Promise<Uint8Array> {
+  #requestEncode(job: Job, chunkFiles?: ChunkFileTarget): Promise<Uint8Array> {
     if (job.state === 'held' && job.heldHere !== undefined) {
       const data = job.heldHere;
       job.heldHere = undefined;
       this.#runHere(job, () => this.#encodeHere(job, data));
     } else if (job.state === 'held' && job.worker !== undefined) {
       job.state = 'encoding';
-      this.#post(job.worker, { type: 'encode', id: job.id });
+      this.#post(
+        job.worker,
+        chunkFiles === undefined
+          ? { type: 'encode', id: job.id }
+          : { type: 'encode', id: job.id, chunkFiles },
+      );
     } else if (job.state !== 'done') {
       job.encoded.reject(
         new BurrowError(
