@@ -10,10 +10,11 @@
  * Chunks in a ChunkArena (shared memory, sent once per worker as 'arena') are read in place; the
  * main thread frees their slot when it has the encoded blob, or when it drops the job.
  *
- * A 'both' job or an 'encode' for a local datastore (`chunkFiles`) also writes a new chunk's temporary file into
- * the store and answers with its name instead of the blob, unless the chunk's file is there
- * already: the copy into the page cache, about a third of what the main thread spent on a first
- * backup, then happens here, and ChunkStore.insertChunkFile only renames (or removes) it.
+ * A 'both' job or an 'encode' for a local datastore (`chunkFiles`) also writes a new chunk's
+ * temporary file into the store and answers with its name instead of the blob, unless the chunk's
+ * file is there already: the copy into the page cache, about a third of what the main thread
+ * spent on a first backup, then happens here, and ChunkStore.insertChunkFile only renames (or
+ * removes) it.
  *
  * A 'decode' job is the restore direction: a stored chunk in, its checked, decoded data out.
  */
@@ -75,7 +76,7 @@ export type ToWorker =
       plan?: ChunkPlan;
       /** Held jobs to forget first (drops gathered since the last message to this worker). */
       drops?: number[];
-      /** 'both' jobs: write a new chunk's temporary file into this store (see above). */
+      /** 'both' jobs: a new chunk's temporary file goes into this store (see above). */
       chunkFiles?: ChunkFileTarget;
     }
   /** Encode a held job; with `chunkFiles`, a new chunk goes to a temporary file there. */

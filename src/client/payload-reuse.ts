@@ -281,7 +281,6 @@ export class InjectingWriter implements BackupWriter {
   uploadBlob(fileName: string, encoded: Uint8Array): Promise<void> {
     return this.#inner.uploadBlob(fileName, encoded);
   }
-
   finish(): Promise<void> {
     return this.#inner.finish();
   }
