@@ -263,6 +263,18 @@ describe('chunk files written by the workers (a trusted local session)', () => {
     return [...dirs].flatMap((dir) => readdirSync(dir).filter((n) => n.includes('.tmp_')));
   }
 
+  /** The snapshot's data.pxar.didx, read back through a reader, is `stream`. */
+  async function expectReadsBack(snapshot: BackupWriter['snapshot'], stream: Uint8Array[]) {
+    const reader = await openLocalBackupReader(store, snapshot);
+    try {
+      expect(sha256(await restoreDynamic(reader, 'data.pxar.didx'))).toBe(
+        sha256(Buffer.concat(stream)),
+      );
+    } finally {
+      await reader.close();
+    }
+  }
+
   const sha256Bytes = (d: Uint8Array): Uint8Array =>
     new Uint8Array(createHash('sha256').update(d).digest());
 
@@ -308,14 +320,7 @@ describe('chunk files written by the workers (a trusted local session)', () => {
       const path = store.chunkStore.chunkPath(sha256Bytes(chunk));
       expect(statSync(path).mode & 0o777).toBe(0o644);
     }
-    const reader = await openLocalBackupReader(store, inner.snapshot);
-    try {
-      expect(sha256(await restoreDynamic(reader, 'data.pxar.didx'))).toBe(
-        sha256(Buffer.concat(stream)),
-      );
-    } finally {
-      await reader.close();
-    }
+    await expectReadsBack(inner.snapshot, stream);
   });
 
   it('writes the new chunks of a mostly known stream through files too (digest first, then encode)', async () => {
@@ -357,14 +362,7 @@ describe('chunk files written by the workers (a trusted local session)', () => {
       await workers.close();
     }
     expect(tempFilesBeside(stream)).toEqual([]);
-    const reader = await openLocalBackupReader(store, inner.snapshot);
-    try {
-      expect(sha256(await restoreDynamic(reader, 'data.pxar.didx'))).toBe(
-        sha256(Buffer.concat(stream)),
-      );
-    } finally {
-      await reader.close();
-    }
+    await expectReadsBack(inner.snapshot, stream);
   });
 
   it('an upload that fails midway leaves no temporary file and no snapshot', async () => {
