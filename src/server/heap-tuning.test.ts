@@ -52,14 +52,16 @@ function limitFactors(
 
 describe('tuneServerHeap', () => {
   it("sets V8's heap growing factor at run time", () => {
-    // 150 % is a factor of 2.5; 300 % (the server's) is 4.0, which V8 may also pick by itself.
-    const tuned = limitFactors({ percent: 150 });
+    // 400 % is a factor of 5.0, above the 4.0 that V8 picks at most by itself (its own factor
+    // depends on the measured GC and mutator speeds and once came out as 2.5, the factor this
+    // test used to set, on a busy machine); 300 % (the server's) is 4.0, which V8 may pick too.
+    const tuned = limitFactors({ percent: 400 });
     expect(tuned.applied).toBe(true);
     expect(tuned.factors.length).toBeGreaterThanOrEqual(4);
-    expect(new Set(tuned.factors)).toEqual(new Set([2.5]));
+    expect(new Set(tuned.factors)).toEqual(new Set([5]));
     const untuned = limitFactors(undefined);
     expect(untuned.factors.length).toBeGreaterThanOrEqual(4);
-    expect(untuned.factors).not.toContain(2.5);
+    expect(Math.max(...untuned.factors)).toBeLessThanOrEqual(4);
   });
 
   it("leaves an operator's own --heap-growing-percent alone", () => {
