@@ -804,9 +804,11 @@ export class BackupSession {
         return await this.#storeChunk(wid, kind, digest, size, written.size, () =>
           this.store.insertChunkFile(written, blobKind, digest),
         );
-      } finally {
-        // Renamed or removed by insertChunkFile; this is for the checks that refused it first.
+      } catch (error) {
+        // insertChunkFile removes it on its own failures; this is for the checks that refused
+        // the chunk before it got there. On success the file is already renamed or removed.
         await rm(written.temp, { force: true });
+        throw error;
       }
     });
   }
