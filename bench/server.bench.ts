@@ -11,9 +11,12 @@
  * (user + sys of the process and its threads, from GNU time) and, in remote mode, the server's
  * (from /proc/<pid>/stat before and after); then remote throughput as a share of local, and
  * whether the issue's goal holds: the network path costs under 15% of local-mode throughput.
- * Last, the floor of that path (bench/transport-floor.ts): the CPU seconds that bare TLS on
- * loopback and the server's upload check take for the same chunks, next to the CPU seconds remote
- * mode spends over local mode.
+ * Last, the floors of that path (bench/transport-floor.ts): the CPU seconds that bare TLS on
+ * loopback and the server's upload check take for the same chunks, and the same over Node's HTTP/2
+ * one request per chunk, next to the CPU seconds remote mode spends over local mode; and from the
+ * HTTP/2 floor, the best share of local throughput a remote backup could reach on this machine's
+ * cores, shared by client and server, if it added nothing else to local mode's work and kept every
+ * core busy from start to end.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
@@ -109,7 +112,10 @@ function dirEnv(base: string): NodeJS.ProcessEnv {
   };
 }
 
+type FloorTransport = 'tls' | 'http2';
+
 interface Floor {
+  transport: FloorTransport;
   sender: number;
   receiver: number;
   chunks: number;
@@ -154,16 +160,24 @@ function jsonLines(child: ChildProcess, what: string): () => Promise<JsonLine> {
 }
 
 /** bench/transport-floor.ts's two roles, in processes of their own, once. */
-async function measureFloor(chunkDir: string, cert: string, key: string): Promise<Floor> {
+async function measureFloor(
+  transport: FloorTransport,
+  chunkDir: string,
+  cert: string,
+  key: string,
+): Promise<Floor> {
   const script = join(ROOT, 'bench', 'transport-floor.ts');
   // process.execArgv carries tsx's loader, so the children run the TypeScript file as this does.
   const start = (args: string[]): ChildProcess =>
-    spawn(node, [...process.execArgv, script, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+    spawn(node, [...process.execArgv, script, ...args, transport], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
   const fromReceiver = jsonLines(start(['receive', cert, key]), "the floor's receiver");
   const { port } = await fromReceiver();
   const sent = await jsonLines(start(['send', String(port), chunkDir]), "the floor's sender")();
   const received = await fromReceiver();
   return {
+    transport,
     sender: Number(sent.cpu),
     receiver: Number(received.cpu),
     chunks: Number(received.chunks),
@@ -317,25 +331,56 @@ async function main(): Promise<void> {
     }
     console.log(`goal ${met ? 'met' : 'NOT met'} on this run`);
 
-    // The floor: what any implementation pays for the network path of the same backup.
+    // The floors: what any implementation pays for the network path of the same backup, and what
+    // one on Node's HTTP/2 pays at least.
     const floors: Floor[] = [];
     for (let r = 0; r < reps; r++) {
-      floors.push(
-        await measureFloor(
-          join(work, 'store-local1', '.chunks'),
-          join(serverBase, 'etc', 'proxy.pem'),
-          join(serverBase, 'etc', 'proxy.key'),
-        ),
-      );
+      for (const transport of ['tls', 'http2'] as const) {
+        floors.push(
+          await measureFloor(
+            transport,
+            join(work, 'store-local1', '.chunks'),
+            join(serverBase, 'etc', 'proxy.pem'),
+            join(serverBase, 'etc', 'proxy.key'),
+          ),
+        );
+      }
     }
-    const floorCpu = median(floors.map((f) => f.sender + f.receiver));
-    const extraCpu = medianCpu(runs.remote.backup) - medianCpu(runs.local.backup);
+    const localCpu = medianCpu(runs.local.backup);
+    const extraCpu = medianCpu(runs.remote.backup) - localCpu;
     const f0 = floors[0]!;
     console.log(
-      `\nfloor of the backup's network path (bench/transport-floor.ts: ${f0.chunks} encoded chunks, ${(f0.bytes / 2 ** 20).toFixed(1)} MiB, over bare ${f0.cipher} on loopback, each decoded and hashed by the receiver; medians of ${reps}):`,
+      `\nfloors of the backup's network path (bench/transport-floor.ts: ${f0.chunks} encoded chunks, ${(f0.bytes / 2 ** 20).toFixed(1)} MiB over ${f0.cipher} on loopback, each decoded and hashed by the receiver; medians of ${reps}):`,
+    );
+    const floorCpu: Record<FloorTransport, number> = { tls: 0, http2: 0 };
+    for (const transport of ['tls', 'http2'] as const) {
+      const mine = floors.filter((f) => f.transport === transport);
+      floorCpu[transport] = median(mine.map((f) => f.sender + f.receiver));
+      const what =
+        transport === 'tls'
+          ? 'bare TLS, a length before each chunk'
+          : "Node's HTTP/2, a POST per chunk, 8 in flight";
+      console.log(
+        `  ${what.padEnd(45)} sender ${median(mine.map((f) => f.sender)).toFixed(2)} + receiver ${median(mine.map((f) => f.receiver)).toFixed(2)} = ${floorCpu[transport].toFixed(2)} CPU-s`,
+      );
+    }
+    console.log(
+      `  remote backup spends ${extraCpu.toFixed(2)} CPU-s more than local (client + server, medians)`,
+    );
+    // Client and server share the cores, so a remote backup cannot end before its CPU seconds, at
+    // least those of local mode plus the HTTP/2 floor, spread over every core.
+    const cores = cpus().length;
+    const fastLocal = best(runs.local.backup);
+    const localCores = fastLocal.clientCpu / fastLocal.wall;
+    const leastCpu = fastLocal.clientCpu + floorCpu.http2;
+    const goalWall = fastLocal.wall / GOAL_SHARE;
+    const shareAt = (busyCores: number): string =>
+      `${(leastCpu / busyCores).toFixed(2)} s (${((fastLocal.wall / (leastCpu / busyCores)) * 100).toFixed(0)}%)`;
+    console.log(
+      `  the fastest local backup: ${fastLocal.wall.toFixed(2)} s and ${fastLocal.clientCpu.toFixed(2)} CPU-s, ${localCores.toFixed(2)} cores busy on average`,
     );
     console.log(
-      `  sender ${median(floors.map((f) => f.sender)).toFixed(2)} + receiver ${median(floors.map((f) => f.receiver)).toFixed(2)} = ${floorCpu.toFixed(2)} CPU-s; remote backup spends ${extraCpu.toFixed(2)} CPU-s more than local (client + server, medians)`,
+      `  through a server on Node's HTTP/2 it needs at least ${fastLocal.clientCpu.toFixed(2)} + ${floorCpu.http2.toFixed(2)} = ${leastCpu.toFixed(2)} CPU-s; to keep ${(GOAL_SHARE * 100).toFixed(0)}% it must end within ${goalWall.toFixed(2)} s, with ${(leastCpu / goalWall).toFixed(2)} of ${cores} cores busy from start to end and no work above the floor; with every core busy it would take ${shareAt(cores)}, as busy as local mode ${shareAt(localCores)}`,
     );
     const log = summarizeLog(server.logLines());
     if (log.errors.length > 0 || log.other.length > 0)
