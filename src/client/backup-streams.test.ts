@@ -45,6 +45,23 @@ describe('ChunkingSink', () => {
     expect(got).toEqual(expected);
     expect(sink.queuedBytes).toBe(data.length);
   });
+
+  it('cuts the same chunks for writes of a megabyte and more, up to the whole stream', async () => {
+    // Burrow's default average: chunks of 128 KiB to 2 MiB, several to a write or several writes long.
+    const avg = 512 * 1024;
+    const data = pseudoRandom(5 * 1024 * 1024, 9);
+    const expected = [...splitIntoChunks([data], avg)];
+    expect(expected.length).toBeGreaterThan(4);
+    for (const step of [300_000, 1024 * 1024, data.length]) {
+      const sink = new ChunkingSink('test', avg, 1000);
+      for (let at = 0; at < data.length; at += step) await sink.write(data.subarray(at, at + step));
+      await sink.finish();
+      const got: Uint8Array[] = [];
+      for await (const chunk of sink.queue) got.push(chunk.slice());
+      expect(got.map((c) => c.byteLength)).toEqual(expected.map((c) => c.byteLength));
+      expect(Buffer.concat(got).equals(data)).toBe(true);
+    }
+  });
 });
 
 describe('ChunkQueue', () => {

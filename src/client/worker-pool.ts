@@ -195,6 +195,9 @@ function deferred<T>(): Deferred<T> {
   return { promise, resolve, reject };
 }
 
+const droppedError = (job: { id: number }): BurrowError =>
+  new BurrowError('INTERNAL', `chunk job ${job.id} was dropped`);
+
 type JobState = 'queued' | 'digesting' | 'held' | 'encoding' | 'done';
 
 interface Job {
@@ -223,6 +226,8 @@ interface Job {
   encoded: Deferred<Uint8Array>;
   /** A digest job handled on the calling thread: its data, until encode() or drop(). */
   heldHere?: Uint8Array;
+  /** Dropped after its digest: encode() now fails (the error is made then, not at every drop). */
+  dropped?: true;
 }
 
 interface PoolWorker {
@@ -517,6 +522,7 @@ export class ChunkWorkerPool {
   }
 
   #requestEncode(job: Job, chunkFiles?: ChunkFileTarget): Promise<Uint8Array> {
+    if (job.dropped === true) return Promise.reject(droppedError(job));
     if (job.state === 'held' && job.heldHere !== undefined) {
       const data = job.heldHere;
       job.heldHere = undefined;
@@ -545,13 +551,13 @@ export class ChunkWorkerPool {
       const at = this.#queue.indexOf(job);
       if (at >= 0) this.#queue.splice(at, 1);
       this.#freeSlot(job);
-      this.#fail(job, new BurrowError('INTERNAL', `chunk job ${job.id} was dropped`));
+      this.#fail(job, droppedError(job));
       return;
     }
     if (job.state === 'held' && job.heldHere !== undefined) {
       job.heldHere = undefined;
       this.#freeSlot(job);
-      this.#fail(job, new BurrowError('INTERNAL', `chunk job ${job.id} was dropped`));
+      this.#fail(job, droppedError(job));
       return;
     }
     if (job.state === 'done' || job.worker === undefined) return;
@@ -561,11 +567,14 @@ export class ChunkWorkerPool {
       // The worker reads a held chunk only to encode it, which it will not be asked to do now.
       this.#dropLater(w, job.id);
       this.#freeSlot(job);
-      // A later encode() gets this instead of a promise that never settles.
-      this.#fail(job, new BurrowError('INTERNAL', `chunk job ${job.id} was dropped`));
+      // The digest is in; only a later encode() can still ask for something, and it gets the
+      // error then. In an incremental backup nearly every chunk is dropped here: an error (and
+      // its stack trace) per drop cost the main thread 16 ms of a 0.85 s unchanged backup.
+      job.dropped = true;
+      this.#finish(job);
     } else if (job.state === 'digesting') {
       job.state = 'done';
-      job.encoded.reject(new BurrowError('INTERNAL', `chunk job ${job.id} was dropped`));
+      job.encoded.reject(droppedError(job));
     }
   }
 
