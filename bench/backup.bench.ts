@@ -231,7 +231,8 @@ function makeTools(dir: string, data: string): Tool[] {
 
 /**
  * One full sequence for every tool on a fresh dataset; steps per tool name. `run` rotates the
- * order in which the tools take each step, so over several runs none is always first or last.
+ * order in which the tools take each step, reversed in odd runs, so over several runs none is
+ * always first or last, nor always after the same tool.
  *
  * Nothing is deleted until every run is done: each run has its own directory (run-N) and each
  * restore its own target. On ext4 without a journal (this machine's disk), creating a file skips
@@ -244,10 +245,16 @@ function runOnce(run: number): { data: string; results: Map<string, Step[]> } {
   const data = join(dir, 'data');
   mkdirSync(dir, { recursive: true });
   const allTools = makeTools(dir, data);
-  const tools = [
+  const rotated = [
     ...allTools.slice(run % allTools.length),
     ...allTools.slice(0, run % allTools.length),
   ];
+  // Every other run goes the other way round, so that no tool follows the same one in two of
+  // three runs. Where a tool runs matters on this machine: the tool right after borg ran 0.8-1 s
+  // slower on a first backup (legacy mode 2.91 and 2.91 s right after borg, 1.79 and 2.09 s right
+  // after another Burrow backup; metadata mode likewise), and with a plain rotation the same tool
+  // followed borg in runs 2 and 3, which moved its median (docs/design.md, "Figures").
+  const tools = run % 2 === 1 ? rotated.reverse() : rotated;
   sh('python3', [GEN, 'gen', '--scale', scale, data]);
   const results = new Map<string, Step[]>();
   for (const tool of tools) tool.setup();
