@@ -119,14 +119,17 @@ function receiveHttp2(certFile: string, keyFile: string): void {
     cert: readFileSync(certFile),
     key: readFileSync(keyFile),
     settings: { initialWindowSize: SESSION_WINDOW_SIZE, maxFrameSize: SESSION_MAX_FRAME_SIZE },
+    // As the backup session's server (src/server/protocol/http2-session.ts).
+    maxSessionMemory: 256,
   });
   let start = process.cpuUsage();
   let chunks = 0;
   let bytes = 0;
   server.on('session', (session) => {
     start = process.cpuUsage();
-    // SETTINGS only set stream windows; the connection window takes a WINDOW_UPDATE.
-    session.once('connect', () => session.setLocalWindowSize(SESSION_WINDOW_SIZE));
+    // SETTINGS only set stream windows; the connection window takes a WINDOW_UPDATE, sent here
+    // at once as the backup session's server does.
+    session.setLocalWindowSize(SESSION_WINDOW_SIZE);
     session.on('close', () => {
       console.log(JSON.stringify({ cpu: cpuSince(start), chunks, bytes }));
       server.close();
