@@ -249,12 +249,13 @@ function runOnce(run: number): { data: string; results: Map<string, Step[]> } {
     ...allTools.slice(run % allTools.length),
     ...allTools.slice(0, run % allTools.length),
   ];
-  // Every other run goes the other way round, so that no tool follows the same one in two of
-  // three runs. Where a tool runs matters on this machine: the tool right after borg ran 0.8-1 s
-  // slower on a first backup (legacy mode 2.91 and 2.91 s right after borg, 1.79 and 2.09 s right
-  // after another Burrow backup; metadata mode likewise), and with a plain rotation the same tool
-  // followed borg in runs 2 and 3, which moved its median (docs/design.md, "Figures").
-  const tools = run % 2 === 1 ? rotated.reverse() : rotated;
+  // Every other run goes the other way round (with three tools or more; two just alternate), so
+  // that no tool follows the same one in two of three runs. Where a tool runs matters on this
+  // machine: the tool right after borg ran 0.8-1 s slower on a first backup (legacy mode 2.91 and
+  // 2.91 s right after borg, 1.79 and 2.09 s right after another Burrow backup; metadata mode
+  // likewise), and with a plain rotation the same tool followed borg in runs 2 and 3, which moved
+  // its median (docs/design.md, "Figures").
+  const tools = run % 2 === 1 && rotated.length > 2 ? rotated.reverse() : rotated;
   sh('python3', [GEN, 'gen', '--scale', scale, data]);
   const results = new Map<string, Step[]>();
   for (const tool of tools) tool.setup();
