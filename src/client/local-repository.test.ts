@@ -278,6 +278,20 @@ describe('chunk files written by the workers (a trusted local session)', () => {
   const sha256Bytes = (d: Uint8Array): Uint8Array =>
     new Uint8Array(createHash('sha256').update(d).digest());
 
+  /** Uploads copies of `chunks` as a new data.pxar.didx of `writer`. */
+  async function uploadStream(
+    writer: BackupWriter,
+    chunks: Uint8Array[],
+    known: Set<string>,
+    pool: ChunkWorkerPool,
+  ): ReturnType<typeof uploadChunks> {
+    const wid = await writer.createIndex('dynamic', 'data.pxar.didx');
+    return uploadChunks(
+      chunks.map((c) => c.slice()),
+      { writer, wid, kind: 'dynamic', known, pool },
+    );
+  }
+
   it('stores every new chunk through a worker-written file; repeats and stored chunks write none', async () => {
     // Every job on a worker thread: none handled on this one.
     const workers = ChunkWorkerPool.create(2, 0);
@@ -286,14 +300,7 @@ describe('chunk files written by the workers (a trusted local session)', () => {
     // Another group already holds `stored`.
     const w0 = await open(nextGroup(), 100, true);
     try {
-      const wid = await w0.createIndex('dynamic', 'a.pxar.didx');
-      await uploadChunks([stored.slice()], {
-        writer: w0,
-        wid,
-        kind: 'dynamic',
-        known: new Set(),
-        pool: workers,
-      });
+      await uploadStream(w0, [stored], new Set(), workers);
     } finally {
       await w0.close();
     }
@@ -302,11 +309,7 @@ describe('chunk files written by the workers (a trusted local session)', () => {
     const inner = await open(group, 100, true);
     const { writer, calls } = counting(inner);
     try {
-      const wid = await writer.createIndex('dynamic', 'data.pxar.didx');
-      const result = await uploadChunks(
-        stream.map((c) => c.slice()),
-        { writer, wid, kind: 'dynamic', known: new Set(), pool: workers },
-      );
+      const result = await uploadStream(writer, stream, new Set(), workers);
       expect(result).toMatchObject({ chunkCount: stream.length, uploadedChunks: fresh.length });
       expect(calls.get('uploadChunkFile')).toBe(fresh.length);
       expect(calls.get('uploadChunk')).toBeUndefined();
@@ -331,11 +334,7 @@ describe('chunk files written by the workers (a trusted local session)', () => {
     const group = nextGroup();
     const w0 = await open(group, 100, true);
     try {
-      const wid = await w0.createIndex('dynamic', 'data.pxar.didx');
-      const r0 = await uploadChunks(
-        old.map((c) => c.slice()),
-        { writer: w0, wid, kind: 'dynamic', known: new Set(), pool: workers },
-      );
+      const r0 = await uploadStream(w0, old, new Set(), workers);
       await finishWith(w0, [indexFileInfo('data.pxar.didx', r0, 'none')]);
     } finally {
       await w0.close();
@@ -348,11 +347,7 @@ describe('chunk files written by the workers (a trusted local session)', () => {
       const known = new Set<string>();
       for (let i = 0; i < previous.count; i++) known.add(toHex(previous.digest(i)));
       expect(known.size).toBe(old.length);
-      const wid = await writer.createIndex('dynamic', 'data.pxar.didx');
-      const result = await uploadChunks(
-        stream.map((c) => c.slice()),
-        { writer, wid, kind: 'dynamic', known, pool: workers },
-      );
+      const result = await uploadStream(writer, stream, known, workers);
       expect(result).toMatchObject({ uploadedChunks: added.length, reusedChunks: old.length });
       expect(calls.get('uploadChunkFile')).toBe(added.length);
       expect(calls.get('uploadChunk')).toBeUndefined();
@@ -384,12 +379,9 @@ describe('chunk files written by the workers (a trusted local session)', () => {
       },
     });
     try {
-      const wid = await writer.createIndex('dynamic', 'data.pxar.didx');
-      const promise = uploadChunks(
-        chunks.map((c) => c.slice()),
-        { writer, wid, kind: 'dynamic', known: new Set(), pool: workers },
+      expect(await rejectionCodeOf(uploadStream(writer, chunks, new Set(), workers))).toBe(
+        'IO_ERROR',
       );
-      expect(await rejectionCodeOf(promise)).toBe('IO_ERROR');
     } finally {
       await writer.close();
       await workers.close();

@@ -281,6 +281,7 @@ export class InjectingWriter implements BackupWriter {
   uploadBlob(fileName: string, encoded: Uint8Array): Promise<void> {
     return this.#inner.uploadBlob(fileName, encoded);
   }
+
   finish(): Promise<void> {
     return this.#inner.finish();
   }
