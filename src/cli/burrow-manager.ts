@@ -1,5 +1,10 @@
-#!/usr/bin/env node
-/** `burrow-manager`: the admin CLI, mirroring proxmox-backup-manager. */
+#!/usr/bin/env -S -u NODE_EXTRA_CA_CERTS BURROW_EXTRA_CA_CERTS=${NODE_EXTRA_CA_CERTS} node
+/**
+ * `burrow-manager`: the admin CLI, mirroring proxmox-backup-manager. Like `burrow`, the bin moves
+ * NODE_EXTRA_CA_CERTS to BURROW_EXTRA_CA_CERTS, so that Node does not parse that file at every
+ * start; only Burrow's HTTP client reads it, when it connects to a server
+ * (client/remote/extra-ca.ts). The manager's own commands make no TLS client connections.
+ */
 import { Command } from 'commander';
 import { registerAclCommands } from './commands/acl.js';
 import { registerCertCommands } from './commands/cert.js';

@@ -13,8 +13,10 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DEFERRED_EXTRA_CA_ENV } from '../../src/client/remote/env-names.js';
 import { nativeAvailable } from '../../src/lib/native-fs.js';
 import { startServerProcess, type ServerProcess } from '../helpers/load-server.js';
+import { FakePbs, makeTestCertificates } from '../helpers/test-pbs-server.js';
 import { treeOf } from '../helpers/tree-state.js';
 import { REPO_ROOT, runCli, type CliResult } from './run-cli.js';
 
@@ -75,9 +77,13 @@ describe('the bundled bins in dist/cli', () => {
       expect(source).toMatch(/from "\.\/bundled-chunk-[A-Z0-9]+\.js"/);
       expect(source).not.toMatch(/from ["']\.\/commands\//);
     }
-    // burrow asks for one V8 platform thread; the runs below execute the bins through it.
+    // burrow asks for one V8 platform thread and defers NODE_EXTRA_CA_CERTS (the test below);
+    // the runs below execute the bins through that line.
     expect(readFileSync(join(BIN, 'burrow.js'), 'utf8').split('\n')[0]).toBe(
-      '#!/usr/bin/env -S node --v8-pool-size=1',
+      `#!/usr/bin/env -S -u NODE_EXTRA_CA_CERTS ${DEFERRED_EXTRA_CA_ENV}=\${NODE_EXTRA_CA_CERTS} node --v8-pool-size=1`,
+    );
+    expect(readFileSync(join(BIN, 'burrow-manager.js'), 'utf8').split('\n')[0]).toBe(
+      `#!/usr/bin/env -S -u NODE_EXTRA_CA_CERTS ${DEFERRED_EXTRA_CA_ENV}=\${NODE_EXTRA_CA_CERTS} node`,
     );
     expect(ok(await run('burrow', ['--version']), 'burrow --version').stdout.trim()).toBe(VERSION);
     const rows = JSON.parse(
@@ -126,6 +132,61 @@ describe('the bundled bins in dist/cli', () => {
     );
     expect(treeOf(out)).toEqual(treeOf(src));
   }, 120_000);
+
+  it('trust a server by a CA in NODE_EXTRA_CA_CERTS, read only when connecting', async () => {
+    const certs = makeTestCertificates();
+    const token = 'backup@pbs!client';
+    const secret = 'b1a3c1d0-0000-4000-8000-000000000002';
+    const server = await FakePbs.start({
+      key: certs.leafKey,
+      cert: certs.leafPem,
+      tokens: { [token]: secret },
+      routes: (req) =>
+        req.url.startsWith('/api2/json/admin/datastore/store1/groups')
+          ? { status: 200, body: JSON.stringify({ data: [] }) }
+          : undefined,
+    });
+    try {
+      // A local command never reads the file. Node itself, run without the bin's line, loads it
+      // at start and warns about one it cannot load.
+      const missing = { ...process.env, NODE_EXTRA_CA_CERTS: join(root, 'no-such-ca.pem') };
+      const plain = spawnSync(process.execPath, [join(BIN, 'burrow.js'), '--version'], {
+        env: missing,
+        encoding: 'utf8',
+      });
+      expect(plain.stderr).toContain('no-such-ca.pem');
+      const local = ok(
+        await runCli('burrow', ['--version'], { bundled: true, cwd: root, env: missing }),
+        'burrow --version',
+      );
+      expect(local.stderr).toBe('');
+
+      const list = (extraCa: string | undefined): Promise<CliResult> =>
+        runCli('burrow', ['list', '--output-format', 'json'], {
+          bundled: true,
+          cwd: root,
+          env: {
+            PBS_REPOSITORY: `${token}@localhost:${server.port}:store1`,
+            PBS_PASSWORD: secret,
+            PBS_FINGERPRINT: undefined,
+            NODE_EXTRA_CA_CERTS: extraCa,
+            HOME: join(root, 'ca-home'),
+            XDG_CONFIG_HOME: join(root, 'ca-xdg'),
+          },
+        });
+      // The leaf is signed by the test CA alone: trusted through the variable, by its chain.
+      const trusted = ok(await list(join(certs.dir, 'ca.pem')), 'list with the CA');
+      expect(JSON.parse(trusted.stdout)).toEqual([]);
+      // Without it there is neither chain nor fingerprint, and no terminal to ask.
+      const refused = await list(undefined);
+      expect(refused.status).not.toBe(0);
+      expect(refused.stderr).toMatch(/certificate/i);
+      expect(server.requests.filter((r) => r.url.includes('/groups'))).toHaveLength(1);
+    } finally {
+      await server.close();
+      certs.cleanup();
+    }
+  }, 60_000);
 
   it('serve, and back up and restore over HTTPS through the lazily loaded HTTP client', async () => {
     const src = join(root, 'remote-src');

@@ -16,6 +16,7 @@ import {
   terminalTrustPrompt,
   type TrustQuestion,
 } from './fingerprint-trust.js';
+import { DEFERRED_EXTRA_CA_ENV } from './env-names.js';
 import { PbsHttpClient, type PbsConnectOptions } from './http-client.js';
 import {
   FakePbs,
@@ -167,6 +168,27 @@ describe('certificate trust on connect', () => {
     expect(await client.get('/whoami')).toBe(TOKEN);
     expect(client.lastTrust?.how).toBe('chain');
     expect(existsSync(cachePath)).toBe(false);
+  });
+
+  it("trusts a CA from NODE_EXTRA_CA_CERTS that the bin deferred, and only that file's", async () => {
+    const s = await server('leaf');
+    const caFile = join(certs.dir, 'ca.pem');
+    const client = await connect(s, { env: { [DEFERRED_EXTRA_CA_ENV]: caFile }, cachePath: false });
+    expect(await client.get('/whoami')).toBe(TOKEN);
+    expect(client.lastTrust?.how).toBe('chain');
+
+    // A file that cannot be read leaves Node's roots only: the leaf is not trusted then.
+    const warnings: string[] = [];
+    const asked: TrustQuestion[] = [];
+    const untrusting = await connect(s, {
+      env: { [DEFERRED_EXTRA_CA_ENV]: join(certs.dir, 'missing.pem') },
+      cachePath: false,
+      warn: (m) => warnings.push(m),
+      prompt: (q) => (asked.push(q), Promise.resolve(undefined)),
+    });
+    expect(await rejectionCodeOf(untrusting.get('/whoami'))).toBe('TLS_UNTRUSTED');
+    expect(asked).toHaveLength(1);
+    expect(warnings.join('\n')).toContain('missing.pem');
   });
 
   it('does not take a chain-valid certificate for another host name on trust', async () => {

@@ -24,6 +24,7 @@ import {
   type TrustPrompt,
 } from './fingerprint-trust.js';
 import { PASSWORD_ENV } from './env-names.js';
+import { deferredExtraCa } from './extra-ca.js';
 import { H2Session, type H2SessionOptions } from './h2-session.js';
 import {
   connectionError,
@@ -63,7 +64,10 @@ export interface PbsConnectOptions {
   prompt?: TrustPrompt;
   /** The fingerprint cache; false: none. */
   cachePath?: string | false;
-  /** Trust anchors replacing the system's (a private CA; tests). */
+  /**
+   * Trust anchors replacing Node's (a private CA; tests). Default: Node's, plus the file of
+   * NODE_EXTRA_CA_CERTS when the `burrow` bin deferred it (extra-ca.ts).
+   */
   ca?: string | Buffer | (string | Buffer)[];
   env?: NodeJS.ProcessEnv;
   clock?: Clock;
@@ -208,7 +212,13 @@ export class PbsHttpClient {
         `the ${isToken(authId) ? 'API token secret' : 'password'} contains control characters`,
       );
     }
-    const client = new PbsHttpClient({ ...options, port }, secret);
+    const ca =
+      options.ca ??
+      deferredExtraCa(env, options.warn ?? ((message) => process.emitWarning(message)));
+    const client = new PbsHttpClient(
+      { ...options, port, ...(ca === undefined ? {} : { ca }) },
+      secret,
+    );
     if (!client.#token) await client.login();
     return client;
   }
