@@ -99,6 +99,17 @@ function repoBytes(path: string): number {
     .reduce((sum, l) => sum + Number(l), 0);
 }
 
+/**
+ * Reads every file of the dataset, so that each backup starts with it in the page cache, as the
+ * steps before leave it. borg drops the files it reads from the cache (posix_fadvise
+ * DONTNEED), so without this the tool right after a borg backup read the dataset from the disk:
+ * a legacy first backup took 2.38-3.32 s right after `borg create`, and 1.50-1.67 s when the
+ * files were read once in between (three runs each, docs/design.md, "Figures").
+ */
+function warmDataset(data: string): void {
+  sh('sh', ['-c', 'find "$1" -type f -exec cat {} + > /dev/null', 'warm', data]);
+}
+
 function have(cmd: string): boolean {
   return spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
 }
@@ -249,26 +260,26 @@ function runOnce(run: number): { data: string; results: Map<string, Step[]> } {
     ...allTools.slice(run % allTools.length),
     ...allTools.slice(0, run % allTools.length),
   ];
-  // Every other run goes the other way round (with three tools or more; two just alternate), so
-  // that no tool follows the same one in two of three runs. Where a tool runs matters on this
-  // machine: the tool right after borg ran 0.8-1 s slower on a first backup (legacy mode 2.91 and
-  // 2.91 s right after borg, 1.79 and 2.09 s right after another Burrow backup; metadata mode
-  // likewise), and with a plain rotation the same tool followed borg in runs 2 and 3, which moved
-  // its median (docs/design.md, "Figures").
+  // Every other run goes the other way round (with three tools or more; two just alternate).
   const tools = run % 2 === 1 && rotated.length > 2 ? rotated.reverse() : rotated;
   sh('python3', [GEN, 'gen', '--scale', scale, data]);
   const results = new Map<string, Step[]>();
   for (const tool of tools) tool.setup();
   // Every tool does step 1 and 2 on the base data, then the data is mutated once for all.
+  // Each backup starts with the dataset in the page cache (warmDataset).
+  const backup = (tool: Tool): Step => {
+    warmDataset(data);
+    return { ...tool.backup(), repoBytes: repoBytes(tool.repo) };
+  };
   for (const tool of tools) {
     const steps: Step[] = [];
-    for (let i = 0; i < 2; i++) steps.push({ ...tool.backup(), repoBytes: repoBytes(tool.repo) });
+    for (let i = 0; i < 2; i++) steps.push(backup(tool));
     results.set(tool.name, steps);
   }
   sh('python3', [GEN, 'mutate', data]);
   for (const tool of tools) {
     const steps = results.get(tool.name)!;
-    steps.push({ ...tool.backup(), repoBytes: repoBytes(tool.repo) });
+    steps.push(backup(tool));
     const target = join(dir, `restore-${tool.name.replace(/ /g, '-')}`);
     steps.push({ ...tool.restore(target), repoBytes: repoBytes(tool.repo) });
   }
