@@ -138,6 +138,11 @@ export interface ChunkEntry {
   /** The first 64 characters of the name, lowercased. */
   digestHex: string;
   bad: boolean;
+  /**
+   * A temporary file of an insert (`<64 hex>.tmp_XXXXXX`, §2.3), yielded only when asked for
+   * (`withTempFiles`): one that a killed writer left behind stays until GC removes it.
+   */
+  temp: boolean;
 }
 
 export interface ChunkFileStat {
@@ -195,6 +200,8 @@ function prefixDirPaths(chunkDir: string): string[] {
 
 const PREFIX_NAME_RE = /^[0-9a-f]{4}$/;
 const CHUNK_NAME_RE = /^[0-9a-fA-F]{64}(?:.{6})?$/s;
+/** An insert's temporary file: the chunk's name, `.tmp_` and mkstemp's six characters. */
+const CHUNK_TEMP_NAME_RE = /^[0-9a-fA-F]{64}\.tmp_[0-9A-Za-z]{6}$/;
 
 /** The name filter of the chunk iterator (§2.5): 64 hex characters, optionally 6 more. */
 export function isChunkFileName(name: string): boolean {
@@ -1016,12 +1023,15 @@ export class ChunkStore {
   /**
    * Every chunk file name in prefix order (§2.5). Names of 64 hex characters (either case),
    * optionally followed by 6 more characters, are yielded; `.bad` marks retired copies; temp
-   * files and everything else are skipped. A missing prefix directory is skipped; any other
-   * failure ends the iteration with a BurrowError. `onProgress` gets 1..99 as the prefixes pass.
+   * files (yielded with `temp` only when `withTempFiles`) and everything else are skipped. A
+   * missing prefix directory is skipped; any other failure ends the iteration with a BurrowError.
+   * `onProgress` gets 1..99 as the prefixes pass.
    */
   async *chunkIterator(
     onProgress?: (percent: number) => void,
+    options: { withTempFiles?: boolean } = {},
   ): AsyncGenerator<ChunkEntry, void, undefined> {
+    const withTempFiles = options.withTempFiles === true;
     // One listing of `.chunks` says which prefix directories exist, so a damaged store with many
     // missing ones does not cost a failed readdir (and a thrown error) for each.
     const present = new Uint8Array(PREFIX_DIR_COUNT);
@@ -1060,12 +1070,14 @@ export class ChunkStore {
         throw fsError(error, 'read prefix directory', dir);
       }
       for (const name of names) {
-        if (!isChunkFileName(name)) continue;
+        const temp = !isChunkFileName(name);
+        if (temp && !(withTempFiles && CHUNK_TEMP_NAME_RE.test(name))) continue;
         yield {
           name,
           path: `${dir}/${name}`,
           digestHex: name.slice(0, 64).toLowerCase(),
-          bad: name.endsWith('.bad'),
+          bad: !temp && name.endsWith('.bad'),
+          temp,
         };
       }
     }

@@ -1,7 +1,7 @@
 import { execFileSync, spawn } from 'node:child_process';
-import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { appendFile, writeFile as writeFileAsync } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -368,6 +368,35 @@ describe('GC on a real store', () => {
     ]);
   });
 
+  it('removes temporary chunk files a killed writer left, once older than the cutoff', async () => {
+    const store = fixture.store;
+    const now = nowSeconds();
+    const temp = (chunk: TestChunk, suffix: string, ageSeconds: number, size: number): string => {
+      const path = `${chunkPath(store, chunk)}.tmp_${suffix}`;
+      writeFileSync(path, new Uint8Array(size));
+      utimesSync(path, now - ageSeconds, now - ageSeconds);
+      return path;
+    };
+    const stale = temp(fresh(), 'a1B2c3', 2 * DAY, 1000);
+    const young = temp(fresh(), 'd4E5f6', 2 * HOUR, 500); // inside the 24 h 5 min grace period
+    const current = temp(fresh(), 'g7H8i9', 0, 300);
+    // Not an insert's temp name (and no chunk name either): never touched.
+    const other = join(dirname(stale), 'notachunk.tmp_zzzzzz');
+    writeFileSync(other, 'x');
+    utimesSync(other, now - 2 * DAY, now - 2 * DAY);
+
+    const run = await runGc(fixture, { clock: new FakeClock(now - 60) });
+    expect(run.error).toBeUndefined();
+    expect(exists(stale)).toBe(false);
+    expect(exists(young)).toBe(true);
+    expect(exists(current)).toBe(true);
+    expect(exists(other)).toBe(true);
+    expect(run.lines).toContain('Removed stale temporary chunk files: 1 (1000 B)');
+    const again = await runGc(fixture, { clock: new FakeClock(now - 60) });
+    expect(again.lines.some((l) => l.startsWith('Removed stale temporary'))).toBe(false);
+    for (const path of [young, current, other]) rmSync(path);
+  });
+
   it('is safe while a backup is running: the oldest writer bounds the cutoff', async () => {
     const store = fixture.store;
     clock.set(nowSeconds());
@@ -392,6 +421,12 @@ describe('GC on a real store', () => {
     await insert(store, X, Y, O, A); // O and A exist: the insert only touches them
     let end = 0;
     for (const c of [X, Y, O, A]) await writer.append((end += c.data.byteLength), c.digest);
+    // A temp file of an insert under way now stays; one left from before the writer started goes.
+    const inFlight = `${chunkPath(store, fresh())}.tmp_Run123`;
+    writeFileSync(inFlight, new Uint8Array(10));
+    const leftOver = `${chunkPath(store, fresh())}.tmp_Old456`;
+    writeFileSync(leftOver, new Uint8Array(20));
+    utimesSync(leftOver, start - 3 * DAY, start - 3 * DAY);
 
     // GC runs with the clock ten days later. Alone, the cutoff would be start + 10 d - 24 h 5 min,
     // far after every atime in the store, and GC would delete everything it did not just touch
@@ -410,6 +445,9 @@ describe('GC on a real store', () => {
       expect(exists(chunkPath(store, c)), digestToHex(c.digest)).toBe(true);
     expect(exists(chunkPath(store, D))).toBe(false);
     expect(run.status?.['removed-chunks']).toBeGreaterThanOrEqual(1);
+    expect(exists(inFlight)).toBe(true);
+    expect(exists(leftOver)).toBe(false);
+    rmSync(inFlight);
 
     await writer.close();
     await guard.release();

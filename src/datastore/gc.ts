@@ -601,7 +601,9 @@ async function markGroup(
  * times slower than the bare syscalls (bench/datastore.bench.ts), while one lstat blocks the event
  * loop for microseconds, and the chunk iterator yields between prefix directories anyway.
  */
-function statForSweep(path: string): { atime: number; size: number; isFile: boolean } | undefined {
+function statForSweep(
+  path: string,
+): { atime: number; mtime: number; size: number; isFile: boolean } | undefined {
   let st;
   try {
     st = lstatSync(path, { bigint: true, throwIfNoEntry: false });
@@ -616,13 +618,49 @@ function statForSweep(path: string): { atime: number; size: number; isFile: bool
     );
   }
   if (st === undefined) return undefined;
-  const ns = st.atimeNs;
-  // Floor division also for (absurd) atimes before 1970.
-  const atime = Number(ns >= 0n ? ns / NS_PER_S : -((-ns + NS_PER_S - 1n) / NS_PER_S));
-  return { atime, size: Number(st.size), isFile: st.isFile() };
+  return {
+    atime: wholeSeconds(st.atimeNs),
+    mtime: wholeSeconds(st.mtimeNs),
+    size: Number(st.size),
+    isFile: st.isFile(),
+  };
 }
 
 const NS_PER_S = 1_000_000_000n;
+
+/** Floor division, also for (absurd) times before 1970. */
+function wholeSeconds(ns: bigint): number {
+  return Number(ns >= 0n ? ns / NS_PER_S : -((-ns + NS_PER_S - 1n) / NS_PER_S));
+}
+
+/**
+ * Removes an insert's temporary file that nobody writes any more: one last written before the
+ * cutoff. A writer still running writes its temp files after its start, which is at or after the
+ * oldest writer's, and the cutoff lies before that (computeMinAtime), so only files of writers
+ * that are gone (a backup killed between write and rename) qualify. PBS's sweep skips temp files
+ * and leaves them forever (§2.5).
+ */
+function removeStaleTempFile(
+  entry: { name: string; path: string },
+  minAtime: number,
+  removed: { files: number; bytes: number },
+  storeName: string,
+): void {
+  const st = statForSweep(entry.path);
+  if (st === undefined || !st.isFile || st.mtime >= minAtime) return;
+  try {
+    unlinkSync(entry.path);
+  } catch (error) {
+    if (errnoOf(error) === 'ENOENT') return;
+    throw new BurrowError(
+      'IO_ERROR',
+      `unlinking temporary chunk file ${entry.name} failed on store '${storeName}' - ${errnoOf(error) ?? String(error)}`,
+      { details: { path: entry.path, errno: errnoOf(error) }, cause: error },
+    );
+  }
+  removed.files += 1;
+  removed.bytes += st.size;
+}
 
 async function sweepUnusedChunks(
   store: DataStore,
@@ -637,8 +675,13 @@ async function sweepUnusedChunks(
     task.log(`processed ${percent}% (${chunkCount} chunks)`);
     task.progress?.(0.5 + percent / 200, `GC phase 2: processed ${chunkCount} chunks`);
   };
-  for await (const entry of chunkStore.chunkIterator(onProgress)) {
+  const staleTemp = { files: 0, bytes: 0 };
+  for await (const entry of chunkStore.chunkIterator(onProgress, { withTempFiles: true })) {
     task.checkAbort();
+    if (entry.temp) {
+      removeStaleTempFile(entry, minAtime, staleTemp, store.name);
+      continue;
+    }
     // Under the chunk's mutex: an insert of the same digest cannot touch the file between our
     // stat and our unlink (it would find the file gone and write it again, which is fine).
     await chunkStore.withChunkLock(entry.digestHex, () => {
@@ -673,6 +716,11 @@ async function sweepUnusedChunks(
       }
       return Promise.resolve();
     });
+  }
+  if (staleTemp.files > 0) {
+    task.log(
+      `Removed stale temporary chunk files: ${staleTemp.files} (${formatHumanByte(staleTemp.bytes)})`,
+    );
   }
 }
 
