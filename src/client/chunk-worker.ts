@@ -31,6 +31,7 @@ import {
 import {
   chunkPathIn,
   readChunkFileSync,
+  uninitialized,
   writeChunkTempFileSync,
   type ChunkFileTarget,
   type WrittenChunk,
@@ -129,9 +130,23 @@ const EMPTY = new Uint8Array(0);
 const keys = new Map<number, CryptConfig>();
 const arenas = new Map<number, SharedArrayBuffer>();
 
-function dataOf(data: Uint8Array | ArenaRef | ChunkFileRef): Uint8Array {
+/**
+ * Where decode and write jobs read chunk files to: one buffer per worker, kept and grown to the
+ * largest chunk file so far (at most MAX_ENCODED_CHUNK_SIZE), so that a restore takes no fresh
+ * pages per chunk. What a job decodes from it is copied (postDecoded's ownBytes) or written
+ * (write jobs) before the next job reads.
+ */
+let readScratch: Uint8Array | undefined;
+function readBuffer(size: number): Uint8Array {
+  if (readScratch === undefined || readScratch.byteLength < size) readScratch = uninitialized(size);
+  return readScratch;
+}
+
+/** A job's input; chunk files into readScratch when `scratch` (decode and write jobs only). */
+function dataOf(data: Uint8Array | ArenaRef | ChunkFileRef, scratch = false): Uint8Array {
   if (data instanceof Uint8Array) return data;
-  if ('chunkFile' in data) return readChunkFileSync(data.chunkFile);
+  if ('chunkFile' in data)
+    return readChunkFileSync(data.chunkFile, scratch ? readBuffer : undefined);
   const memory = arenas.get(data.arenaId);
   if (memory === undefined) {
     throw new BurrowError('INTERNAL', `chunk worker: arena ${data.arenaId} was never sent`);
@@ -203,7 +218,7 @@ function postEncoded(
 
 function decodeChecked(id: number, message: Extract<ToWorker, { type: 'job' }>): Uint8Array {
   return decodeCheckedChunk(
-    dataOf(message.data),
+    dataOf(message.data, true),
     {
       crypt: cryptFor(message.keyId),
       expectedDigest: message.expectedDigest,

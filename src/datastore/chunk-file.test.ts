@@ -26,6 +26,24 @@ describe('readChunkFileSync (a worker reading a chunk file)', () => {
     expect(Buffer.from(readChunkFileSync(path)).toString()).toBe('0123456789');
   });
 
+  it("reads into the caller's buffer when given one, asking for the file's size", () => {
+    const path = join(dir, '55'.repeat(32));
+    writeFileSync(path, Buffer.from('abcdef'));
+    const scratch = new Uint8Array(16).fill(0x7a);
+    const asked: number[] = [];
+    const bytes = readChunkFileSync(path, (size) => (asked.push(size), scratch));
+    expect(asked).toEqual([6]);
+    expect(bytes.buffer).toBe(scratch.buffer);
+    expect(bytes.byteOffset).toBe(0);
+    expect(Buffer.from(bytes).toString()).toBe('abcdef');
+    // Only the file's bytes: what lies beyond in the buffer is not part of the result.
+    expect(scratch[6]).toBe(0x7a);
+    // The next read reuses the buffer (what the first returned is then overwritten).
+    writeFileSync(path, Buffer.from('XY'));
+    expect(Buffer.from(readChunkFileSync(path, () => scratch)).toString()).toBe('XY');
+    expect(Buffer.from(bytes).toString()).toBe('XYcdef');
+  });
+
   it('refuses what loadChunk refuses, with the same errors', () => {
     const missing = join(dir, '22'.repeat(32));
     expect(failure(() => readChunkFileSync(missing))).toEqual({

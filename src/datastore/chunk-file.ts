@@ -70,6 +70,11 @@ export function chunkTempError(error: unknown, path: string, temp: string): Burr
   return fsError(error, 'create temporary chunk file', temp);
 }
 
+/** `size` bytes of fresh memory, not zero-filled (every byte is read into before use). */
+export function uninitialized(size: number): Uint8Array {
+  return new Uint8Array(Buffer.allocUnsafeSlow(size).buffer, 0, size);
+}
+
 /**
  * Writes `blob` (one buffer, or pieces to write one after the other: encodeBlobPieces) to a new
  * `<hex>.tmp_XXXXXX` beside the chunk path `path`, owned by `owner` (first, so the chunk never
@@ -175,8 +180,13 @@ export function checkChunkStat(st: Stats, path: string): void {
   }
 }
 
-/** The raw blob bytes of the chunk file at `path` (not decoded or checked), read blocking. */
-export function readChunkFileSync(path: string): Uint8Array {
+/**
+ * The raw blob bytes of the chunk file at `path` (not decoded or checked), read blocking. With
+ * `buffer`, into the memory it gives for the file's size (a scratch buffer the caller reuses; the
+ * result is then a view of it), else into fresh memory. Neither is zero-filled first: the read
+ * overwrites it, and of a file that shrank meanwhile only what was read is returned.
+ */
+export function readChunkFileSync(path: string, buffer?: (size: number) => Uint8Array): Uint8Array {
   let fd: number;
   try {
     fd = openSync(path, CHUNK_OPEN_FLAGS);
@@ -186,7 +196,8 @@ export function readChunkFileSync(path: string): Uint8Array {
   try {
     const st = fstatSync(fd);
     checkChunkStat(st, path);
-    const out = new Uint8Array(st.size);
+    const out =
+      buffer === undefined ? uninitialized(st.size) : buffer(st.size).subarray(0, st.size);
     let got = 0;
     while (got < out.byteLength) {
       const n = readSync(fd, out, got, out.byteLength - got, got);

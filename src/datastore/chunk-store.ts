@@ -63,6 +63,7 @@ import {
   errnoCode,
   fsError,
   invalid,
+  uninitialized,
   writeChunkTempFileSync,
 } from './chunk-file.js';
 import type { ChunkFileTarget, WrittenChunk } from './chunk-file.js';
@@ -999,7 +1000,7 @@ export class ChunkStore {
     try {
       const st = await handle.stat();
       checkChunkStat(st, path);
-      const out = new Uint8Array(st.size);
+      const out = uninitialized(st.size);
       let got = 0;
       while (got < out.byteLength) {
         const { bytesRead } = await handle.read(out, got, out.byteLength - got, got);
