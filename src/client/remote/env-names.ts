@@ -7,8 +7,8 @@
 export const PASSWORD_ENV = 'PBS_PASSWORD';
 
 /**
- * Where the `burrow` bin's shebang line moves NODE_EXTRA_CA_CERTS (src/cli/burrow.ts): Node would
- * read that file, and build its whole root store, at every start; the HTTP client reads it only
- * when it connects (remote/extra-ca.ts).
+ * Where the bins' shebang lines move NODE_EXTRA_CA_CERTS (src/cli/burrow.ts, burrow-manager.ts):
+ * Node would read that file, and build its whole root store, at every start; the HTTP client
+ * reads it only when it connects (remote/extra-ca.ts).
  */
 export const DEFERRED_EXTRA_CA_ENV = 'BURROW_EXTRA_CA_CERTS';

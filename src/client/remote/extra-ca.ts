@@ -4,7 +4,7 @@
  * Node reads the file named by NODE_EXTRA_CA_CERTS while it starts, and builds its root
  * certificate store then, even for a process that never opens a TLS connection: 60 ms per
  * command on a machine whose variable names the system bundle (about 140 certificates), more
- * than a tenth of an unchanged backup. The `burrow` bin's shebang line moves the variable to
+ * than a tenth of an unchanged backup. The bins' shebang lines move the variable to
  * DEFERRED_EXTRA_CA_ENV, so Node skips that work, and the HTTP client adds the certificates here
  * when it connects: Node's own roots plus the file's, as Node would have trusted.
  */
@@ -13,7 +13,7 @@ import { rootCertificates } from 'node:tls';
 import { DEFERRED_EXTRA_CA_ENV } from './env-names.js';
 
 /**
- * The trust anchors for a connection when the bin deferred NODE_EXTRA_CA_CERTS: undefined when it
+ * The trust anchors for a connection when a bin deferred NODE_EXTRA_CA_CERTS: undefined when it
  * did not (Node's default store applies, with any extra certificates Node loaded itself). A file
  * that cannot be read is warned about and left out, as Node does at start.
  */

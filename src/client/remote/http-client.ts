@@ -66,7 +66,7 @@ export interface PbsConnectOptions {
   cachePath?: string | false;
   /**
    * Trust anchors replacing Node's (a private CA; tests). Default: Node's, plus the file of
-   * NODE_EXTRA_CA_CERTS when the `burrow` bin deferred it (extra-ca.ts).
+   * NODE_EXTRA_CA_CERTS when a bin deferred it (extra-ca.ts).
    */
   ca?: string | Buffer | (string | Buffer)[];
   env?: NodeJS.ProcessEnv;
