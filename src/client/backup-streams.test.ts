@@ -15,6 +15,7 @@ import {
   StreamAborted,
   rootCause,
 } from './backup-streams.js';
+import { BACKUP_AVG_CHUNK_SIZE } from './backup.js';
 
 /** PBS's own split-archive payload index (100 files of 1 MiB of zeros, a boundary at each). */
 const FIXTURE = fileURLToPath(
@@ -48,7 +49,7 @@ describe('ChunkingSink', () => {
 
   it('cuts the same chunks for writes of a megabyte and more, up to the whole stream', async () => {
     // Burrow's default average: chunks of 128 KiB to 2 MiB, several to a write or several writes long.
-    const avg = 512 * 1024;
+    const avg = BACKUP_AVG_CHUNK_SIZE;
     const data = pseudoRandom(5 * 1024 * 1024, 9);
     const expected = [...splitIntoChunks([data], avg)];
     expect(expected.length).toBeGreaterThan(4);

@@ -31,12 +31,11 @@ import {
 import {
   chunkPathIn,
   readChunkFileSync,
-  uninitialized,
   writeChunkTempFileSync,
   type ChunkFileTarget,
   type WrittenChunk,
 } from '../datastore/chunk-file.js';
-import { toHex } from '../lib/bytes.js';
+import { allocUninitialized, toHex } from '../lib/bytes.js';
 import { applyChunkPlan, decodeCheckedChunk, type ChunkPlan } from './chunk-plan.js';
 import { BurrowError, isBurrowError } from '../lib/errors.js';
 
@@ -138,7 +137,8 @@ const arenas = new Map<number, SharedArrayBuffer>();
  */
 let readScratch: Uint8Array | undefined;
 function readBuffer(size: number): Uint8Array {
-  if (readScratch === undefined || readScratch.byteLength < size) readScratch = uninitialized(size);
+  if (readScratch === undefined || readScratch.byteLength < size)
+    readScratch = allocUninitialized(size);
   return readScratch;
 }
 

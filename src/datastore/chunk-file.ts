@@ -22,6 +22,7 @@ import {
 import { basename, dirname, join } from 'node:path';
 import { MAX_ENCODED_CHUNK_SIZE } from '../format/magic.js';
 import { tempPathFor, type FileOwner } from '../lib/atomic-write.js';
+import { allocUninitialized } from '../lib/bytes.js';
 import { BurrowError, isBurrowError } from '../lib/errors.js';
 
 export const CHUNK_OPEN_FLAGS = fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW;
@@ -68,11 +69,6 @@ export function chunkTempError(error: unknown, path: string, temp: string): Burr
     );
   }
   return fsError(error, 'create temporary chunk file', temp);
-}
-
-/** `size` bytes of fresh memory, not zero-filled (every byte is read into before use). */
-export function uninitialized(size: number): Uint8Array {
-  return new Uint8Array(Buffer.allocUnsafeSlow(size).buffer, 0, size);
 }
 
 /**
@@ -197,7 +193,7 @@ export function readChunkFileSync(path: string, buffer?: (size: number) => Uint8
     const st = fstatSync(fd);
     checkChunkStat(st, path);
     const out =
-      buffer === undefined ? uninitialized(st.size) : buffer(st.size).subarray(0, st.size);
+      buffer === undefined ? allocUninitialized(st.size) : buffer(st.size).subarray(0, st.size);
     let got = 0;
     while (got < out.byteLength) {
       const n = readSync(fd, out, got, out.byteLength - got, got);

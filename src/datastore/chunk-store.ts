@@ -36,6 +36,7 @@ import type { FileHandle } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import { setTimeout as sleepMs } from 'node:timers/promises';
 import { fsyncDirectory, tempPathFor, writeFileAtomic } from '../lib/atomic-write.js';
+import { allocUninitialized } from '../lib/bytes.js';
 import type { Clock } from '../lib/clock.js';
 import { systemClock } from '../lib/clock.js';
 import { BurrowError, isBurrowError } from '../lib/errors.js';
@@ -63,7 +64,6 @@ import {
   errnoCode,
   fsError,
   invalid,
-  uninitialized,
   writeChunkTempFileSync,
 } from './chunk-file.js';
 import type { ChunkFileTarget, WrittenChunk } from './chunk-file.js';
@@ -1000,7 +1000,7 @@ export class ChunkStore {
     try {
       const st = await handle.stat();
       checkChunkStat(st, path);
-      const out = uninitialized(st.size);
+      const out = allocUninitialized(st.size);
       let got = 0;
       while (got < out.byteLength) {
         const { bytesRead } = await handle.read(out, got, out.byteLength - got, got);

@@ -633,6 +633,15 @@ function wholeSeconds(ns: bigint): number {
   return Number(ns >= 0n ? ns / NS_PER_S : -((-ns + NS_PER_S - 1n) / NS_PER_S));
 }
 
+/** The error that stops the sweep when a file it decided to remove cannot be unlinked. */
+function unlinkError(error: unknown, what: string, path: string, storeName: string): BurrowError {
+  return new BurrowError(
+    'IO_ERROR',
+    `unlinking ${what} failed on store '${storeName}' - ${errnoOf(error) ?? String(error)}`,
+    { details: { path, errno: errnoOf(error) }, cause: error },
+  );
+}
+
 /**
  * Removes an insert's temporary file that nobody writes any more: one last written before the
  * cutoff. A writer still running writes its temp files after its start, which is at or after the
@@ -652,11 +661,7 @@ function removeStaleTempFile(
     unlinkSync(entry.path);
   } catch (error) {
     if (errnoOf(error) === 'ENOENT') return;
-    throw new BurrowError(
-      'IO_ERROR',
-      `unlinking temporary chunk file ${entry.name} failed on store '${storeName}' - ${errnoOf(error) ?? String(error)}`,
-      { details: { path: entry.path, errno: errnoOf(error) }, cause: error },
-    );
+    throw unlinkError(error, `temporary chunk file ${entry.name}`, entry.path, storeName);
   }
   removed.files += 1;
   removed.bytes += st.size;
@@ -697,11 +702,7 @@ async function sweepUnusedChunks(
           // was deleted by us, and its new name, if any, is judged on its own.
           if (errnoOf(error) === 'ENOENT') return Promise.resolve();
           if (entry.bad) status['still-bad'] += 1;
-          throw new BurrowError(
-            'IO_ERROR',
-            `unlinking chunk ${entry.name} failed on store '${store.name}' - ${errnoOf(error) ?? String(error)}`,
-            { details: { path: entry.path, errno: errnoOf(error) }, cause: error },
-          );
+          throw unlinkError(error, `chunk ${entry.name}`, entry.path, store.name);
         }
         if (entry.bad) status['removed-bad'] += 1;
         else status['removed-chunks'] += 1;

@@ -16,7 +16,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { crc32 } from 'node:zlib';
 import { BurrowError } from '../lib/errors.js';
-import { asBuffer, toHex } from '../lib/bytes.js';
+import { allocUninitialized, asBuffer, toHex } from '../lib/bytes.js';
 import type { CryptConfig } from '../crypto/crypt-config.js';
 import { GCM_IV_SIZE, GCM_TAG_SIZE } from '../crypto/crypt-config.js';
 import type { Digest } from '../types/digest.js';
@@ -30,7 +30,7 @@ import {
   MAX_BLOB_SIZE,
   UNCOMPRESSED_BLOB_MAGIC,
 } from './magic.js';
-import { allocUninitialized, zstdCompressToScratch, zstdDecompress } from './zstd.js';
+import { zstdCompressToScratch, zstdDecompress } from './zstd.js';
 
 export type BlobKind = 'plain' | 'zstd' | 'encrypted' | 'zstd-encrypted';
 

@@ -12,6 +12,7 @@
  * streaming encoder writes those for unencrypted blobs) are decoded too.
  */
 import binding from 'zstd-napi/binding.js';
+import { allocUninitialized } from '../lib/bytes.js';
 import { BurrowError } from '../lib/errors.js';
 import { BLOB_ZSTD_LEVEL, MAX_BLOB_SIZE, MAX_CHUNK_SIZE } from './magic.js';
 
@@ -34,11 +35,6 @@ function scratchFor(capacity: number): Uint8Array {
   const buf = new Uint8Array(Buffer.allocUnsafeSlow(capacity).buffer, 0, capacity);
   if (capacity <= SCRATCH_KEEP_LIMIT) scratch = buf;
   return buf;
-}
-
-/** Fresh memory without zero-filling it first; every byte is overwritten by the caller. */
-export function allocUninitialized(size: number): Uint8Array {
-  return new Uint8Array(Buffer.allocUnsafeSlow(size).buffer, 0, size);
 }
 
 /** The worst-case frame size for `size` input bytes. */

@@ -56,3 +56,8 @@ export function fromBase64(text: string, what = 'base64 value'): Uint8Array {
   }
   return new Uint8Array(Buffer.from(text, 'base64'));
 }
+
+/** `size` bytes of fresh memory without zero-filling it first: for callers that overwrite every byte. */
+export function allocUninitialized(size: number): Uint8Array {
+  return new Uint8Array(Buffer.allocUnsafeSlow(size).buffer, 0, size);
+}
